@@ -1,0 +1,75 @@
+"""Box coding for SSD: center-size offsets with (10, 10, 5, 5) weights.
+
+Box format conventions used throughout the package:
+- ``xyxy``: ``(x1, y1, x2, y2)`` in pixels, the format of ``torchvision.ops``.
+- Anchors are ``xyxy`` in the pixels of the network input (``image_size``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# Same clamp as torchvision: keeps exp() finite for wild regressions.
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+class BoxCoder:
+    """Encodes boxes as offsets from anchors and decodes them back.
+
+    The coding is SSD's: ``(dx, dy, dw, dh) = (wx * (cx - cx_a) / w_a, wy * (cy - cy_a) / h_a,
+    ww * log(w / w_a), wh * log(h / h_a))``. It equals
+    ``torchvision.models.detection._utils.BoxCoder`` with the same weights, but broadcasts over
+    leading batch dimensions (``[B, A, 4]`` against anchors ``[A, 4]``) without repeating the
+    anchors per image, and exports to ONNX as plain arithmetic.
+    """
+
+    def __init__(self, weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)) -> None:
+        self.weights = tuple(float(w) for w in weights)
+
+    def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
+        """Encode ``boxes`` (``[..., 4]`` xyxy) relative to ``anchors`` (``[..., 4]`` xyxy).
+
+        Returns:
+            Tensor[..., 4]: the regression targets ``(dx, dy, dw, dh)``.
+        """
+        wx, wy, ww, wh = self.weights
+        aw = anchors[..., 2] - anchors[..., 0]
+        ah = anchors[..., 3] - anchors[..., 1]
+        acx = anchors[..., 0] + 0.5 * aw
+        acy = anchors[..., 1] + 0.5 * ah
+        bw = boxes[..., 2] - boxes[..., 0]
+        bh = boxes[..., 3] - boxes[..., 1]
+        bcx = boxes[..., 0] + 0.5 * bw
+        bcy = boxes[..., 1] + 0.5 * bh
+        return torch.stack(
+            (
+                wx * (bcx - acx) / aw,
+                wy * (bcy - acy) / ah,
+                ww * torch.log(bw / aw),
+                wh * torch.log(bh / ah),
+            ),
+            dim=-1,
+        )
+
+    def decode(self, codes: Tensor, anchors: Tensor) -> Tensor:
+        """Decode ``codes`` (``[..., 4]``) against ``anchors`` (broadcastable ``[..., 4]`` xyxy).
+
+        Returns:
+            Tensor[..., 4]: boxes in xyxy, in the anchors' pixel frame.
+        """
+        wx, wy, ww, wh = self.weights
+        aw = anchors[..., 2] - anchors[..., 0]
+        ah = anchors[..., 3] - anchors[..., 1]
+        acx = anchors[..., 0] + 0.5 * aw
+        acy = anchors[..., 1] + 0.5 * ah
+        dx = codes[..., 0] / wx
+        dy = codes[..., 1] / wy
+        dw = torch.clamp(codes[..., 2] / ww, max=BBOX_XFORM_CLIP)
+        dh = torch.clamp(codes[..., 3] / wh, max=BBOX_XFORM_CLIP)
+        cx = dx * aw + acx
+        cy = dy * ah + acy
+        half_w = 0.5 * torch.exp(dw) * aw
+        half_h = 0.5 * torch.exp(dh) * ah
+        return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=-1)

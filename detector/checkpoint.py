@@ -1,0 +1,86 @@
+"""Detector checkpoints: everything another tool needs to rebuild the model, loaded as data only.
+
+Layout (the same keys Lightning writes, plus ``detector``)::
+
+    {"state_dict": {"model.<param>": Tensor, ..., ["ema_model.module.<param>": Tensor, ...]},
+     "detector": {"config": build_model kwargs (image size, mean, std included),
+                  "label_map": {"category_ids": [...], "names": [...]}}}
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detector.labels import LabelMap
+from detector.model import SSDLite, build_model
+
+MODEL_PREFIX = "model."
+EMA_PREFIX = "ema_model.module."
+
+
+def detector_meta(model: SSDLite, label_map: LabelMap) -> dict[str, Any]:
+    """The ``detector`` entry: plain Python types only, so ``weights_only=True`` loads it."""
+    config = dict(model.config)
+    config["pretrained_backbone"] = "none"  # the weights travel in the checkpoint itself
+    return {"config": config, "label_map": label_map.to_dict()}
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: no half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(path: str | Path, model: SSDLite, label_map: LabelMap) -> None:
+    """Write a standalone inference checkpoint of ``model`` (atomically)."""
+    state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_save({"state_dict": state, "detector": detector_meta(model, label_map)}, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file as data (``weights_only=True``), with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path}: cannot be loaded as data with torch.load(weights_only=True); it is corrupt or needs "
+            f"code to unpickle, which this project refuses to run ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(checkpoint, dict) or "detector" not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not a detector checkpoint (no 'detector' and 'state_dict' entries)")
+    return checkpoint
+
+
+def model_state_dict(checkpoint: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The model's weights from a checkpoint, the EMA copy when there is one."""
+    state = checkpoint["state_dict"]
+    ema = {k[len(EMA_PREFIX):]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
+    if prefer_ema and ema:
+        return ema
+    return {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", prefer_ema: bool = True
+) -> tuple[SSDLite, LabelMap]:
+    """Rebuild the model of a checkpoint (ours or Lightning's ``*.ckpt``) in eval mode, with its labels."""
+    checkpoint = read_checkpoint(path, map_location)
+    meta = checkpoint["detector"]
+    model = build_model(meta["config"])
+    model.load_state_dict(model_state_dict(checkpoint, prefer_ema))
+    return model.to(map_location).eval(), LabelMap.from_dict(meta["label_map"])

@@ -1,0 +1,269 @@
+"""Converters from Pascal VOC XML and YOLO text labels to COCO-format JSON.
+
+Every dataset enters the project as COCO JSON; these are the two formats custom data most often
+arrives in. Both clip boxes to the image and drop (and report) boxes that are empty after that.
+
+Coordinate conventions:
+- VOC ``<bndbox>`` values are read as pixel-edge ``xyxy`` (``w = xmax - xmin``), the convention of
+  LabelImg and most exporters that write VOC today; a ``xmin == xmax`` box is zero-size.
+- YOLO lines are ``class cx cy w h`` normalised by the image's width and height (as displayed,
+  i.e. after EXIF rotation); ``class`` indexes the classes file, 0-based.
+"""
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from detector.data.io import image_size
+
+__all__ = ["ConversionReport", "IMAGE_EXTENSIONS", "voc_to_coco", "yolo_to_coco", "write_coco", "read_split_file"]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PathT = str | PathLike[str]
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion produced and what it dropped, with reasons."""
+
+    images: int = 0
+    boxes: int = 0
+    classes: list[str] = field(default_factory=list)
+    boxes_per_class: Counter = field(default_factory=Counter)
+    clipped: int = 0
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["file: detail", ...]
+    images_without_boxes: int = 0
+
+    def drop(self, reason: str, where: str) -> None:
+        self.dropped.setdefault(reason, []).append(where)
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(len(v) for v in self.dropped.values())
+
+    def summary(self) -> str:
+        lines = [
+            f"images: {self.images} ({self.images_without_boxes} without boxes)",
+            f"boxes: {self.boxes} (clipped to the image: {self.clipped})",
+            f"classes: {len(self.classes)}: "
+            + ", ".join(f"{c} ({self.boxes_per_class.get(c, 0)})" for c in self.classes),
+            f"boxes dropped: {self.num_dropped}",
+        ]
+        for reason, where in sorted(self.dropped.items()):
+            shown = "; ".join(where[:5]) + (f"; ... ({len(where) - 5} more)" if len(where) > 5 else "")
+            lines.append(f"  {reason}: {len(where)} [{shown}]")
+        return "\n".join(lines)
+
+
+def read_split_file(path: PathT) -> list[str]:
+    """Image stems listed one per line (VOC ``ImageSets/Main/*.txt``; paths or names also accepted)."""
+    stems = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            # VOC's per-class lists read "name  1"; keep the name.
+            stems.append(Path(line.split()[0]).stem)
+    return stems
+
+
+def write_coco(coco: dict[str, Any], path: PathT) -> Path:
+    """Write COCO JSON (creating the folder); returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(coco))
+    return out
+
+
+def _clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int,
+              report: ConversionReport, where: str) -> list[float] | None:
+    """Clip an xyxy box; return COCO ``[x, y, w, h]`` or None (dropped and reported)."""
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        report.drop("non-finite coordinates", where)
+        return None
+    if x2 <= x1 or y2 <= y1:
+        report.drop("zero or negative size", where)
+        return None
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+    if cx2 <= cx1 or cy2 <= cy1:
+        report.drop("outside the image", where)
+        return None
+    report.clipped += int((cx1, cy1, cx2, cy2) != (x1, y1, x2, y2))
+    return [cx1, cy1, cx2 - cx1, cy2 - cy1]
+
+
+def _find_image(images_dir: Path, file_name: str, stem: str) -> Path | None:
+    candidate = images_dir / file_name
+    if file_name and candidate.is_file():
+        return candidate
+    for ext in IMAGE_EXTENSIONS:
+        for e in (ext, ext.upper()):
+            if (images_dir / f"{stem}{e}").is_file():
+                return images_dir / f"{stem}{e}"
+    return None
+
+
+def _number(node: ET.Element | None, tag: str, where: str) -> float:
+    child = node.find(tag) if node is not None else None
+    if child is None or child.text is None:
+        raise ValueError(f"{where}: missing <{tag}>")
+    try:
+        return float(child.text)
+    except ValueError as err:
+        raise ValueError(f"{where}: <{tag}> is not a number: {child.text!r}") from err
+
+
+def voc_to_coco(
+    annotations_dir: PathT,
+    images_dir: PathT | None = None,
+    split_file: PathT | None = None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], ConversionReport]:
+    """Convert a folder of Pascal VOC XML files to a COCO dict.
+
+    Args:
+        annotations_dir: folder of ``*.xml``.
+        images_dir: the images; used to find files with another extension than ``<filename>`` says
+            and to read sizes missing from the XML. Images that are absent are reported and skipped.
+        split_file: VOC ``ImageSets`` list; only those stems are converted.
+        class_names: fixes the category order (ids 1..K); by default the sorted names found.
+
+    Returns:
+        ``(coco, report)``; ``images[*].file_name`` is relative to ``images_dir``.
+    """
+    ann_dir = Path(annotations_dir)
+    img_dir = Path(images_dir) if images_dir is not None else None
+    xml_files = sorted(ann_dir.glob("*.xml"))
+    if split_file is not None:
+        wanted = read_split_file(split_file)
+        by_stem = {p.stem: p for p in xml_files}
+        missing = [s for s in wanted if s not in by_stem]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} entries of {split_file} have no XML in {ann_dir}: {missing[:20]}")
+        xml_files = [by_stem[s] for s in wanted]
+    if not xml_files:
+        raise FileNotFoundError(f"no VOC *.xml files in {ann_dir}")
+    report = ConversionReport()
+    parsed: list[tuple[str, int, int, list[tuple[str, list[float]]]]] = []
+    for xml_path in xml_files:
+        try:
+            root = ET.parse(xml_path).getroot()
+        except ET.ParseError as err:
+            raise ValueError(f"{xml_path}: not valid XML: {err}") from err
+        file_name = (root.findtext("filename") or "").strip() or f"{xml_path.stem}.jpg"
+        size = root.find("size")
+        width = int(_number(size, "width", str(xml_path))) if size is not None and size.findtext("width") else 0
+        height = int(_number(size, "height", str(xml_path))) if size is not None and size.findtext("height") else 0
+        if img_dir is not None:
+            found = _find_image(img_dir, file_name, xml_path.stem)
+            if found is None:
+                report.drop("image file missing", f"{xml_path.name}: {file_name}")
+                continue
+            file_name = found.relative_to(img_dir).as_posix()
+            if width <= 0 or height <= 0:
+                height, width = image_size(found)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"{xml_path}: no <size> and no images_dir to read the image size from")
+        objects = []
+        for i, obj in enumerate(root.iter("object")):
+            name = (obj.findtext("name") or "").strip()
+            where = f"{xml_path.name} object {i} ({name})"
+            bnd = obj.find("bndbox")
+            coords = [_number(bnd, t, where) for t in ("xmin", "ymin", "xmax", "ymax")]
+            box = _clip_box(*coords, width, height, report, where)
+            if box is not None:
+                objects.append((name, box))
+        parsed.append((file_name, width, height, objects))
+    names = list(class_names) if class_names is not None else sorted({n for *_, objs in parsed for n, _ in objs})
+    return _assemble(parsed, names, report)
+
+
+def _assemble(
+    parsed: Iterable[tuple[str, int, int, list[tuple[str, list[float]]]]],
+    names: Sequence[str],
+    report: ConversionReport,
+) -> tuple[dict[str, Any], ConversionReport]:
+    cat_of = {n: i + 1 for i, n in enumerate(names)}
+    images, annotations = [], []
+    for image_id, (file_name, width, height, objects) in enumerate(parsed, start=1):
+        images.append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height)})
+        kept = 0
+        for name, box in objects:
+            if name not in cat_of:
+                report.drop("class not in the class list", f"{file_name}: {name}")
+                continue
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_of[name],
+                                "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0})
+            report.boxes_per_class[name] += 1
+            kept += 1
+        report.images_without_boxes += int(kept == 0)
+    report.images, report.boxes, report.classes = len(images), len(annotations), list(names)
+    coco = {"images": images, "annotations": annotations,
+            "categories": [{"id": cat_of[n], "name": n} for n in names]}
+    return coco, report
+
+
+def yolo_to_coco(
+    images_dir: PathT,
+    labels_dir: PathT,
+    classes_file: PathT,
+    split_file: PathT | None = None,
+) -> tuple[dict[str, Any], ConversionReport]:
+    """Convert YOLO text labels to a COCO dict.
+
+    Args:
+        images_dir: the images (searched recursively); an image without a label file has no boxes.
+        labels_dir: ``<stem>.txt`` per image, lines ``class cx cy w h`` normalised to 0..1.
+        classes_file: one class name per line; line ``i`` is YOLO class ``i`` and COCO id ``i + 1``.
+        split_file: only the images whose stems (or paths) it lists.
+
+    Raises:
+        ValueError: a malformed line or a class index outside the classes file (file and line named).
+    """
+    img_dir, lbl_dir = Path(images_dir), Path(labels_dir)
+    names = [ln.strip() for ln in Path(classes_file).read_text().splitlines() if ln.strip()]
+    if not names:
+        raise ValueError(f"{classes_file}: no class names")
+    images = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if split_file is not None:
+        wanted = set(read_split_file(split_file))
+        images = [p for p in images if p.stem in wanted]
+    if not images:
+        raise FileNotFoundError(f"no images in {img_dir}")
+    report = ConversionReport()
+    parsed = []
+    for path in images:
+        height, width = image_size(path)
+        objects = []
+        label_path = lbl_dir / path.relative_to(img_dir).with_suffix(".txt")
+        if not label_path.is_file():
+            label_path = lbl_dir / f"{path.stem}.txt"
+        if label_path.is_file():
+            for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
+                parts = line.split()
+                if not parts:
+                    continue
+                where = f"{label_path}:{line_no}"
+                if len(parts) < 5:
+                    raise ValueError(f"{where}: expected 'class cx cy w h', got {line!r}")
+                try:
+                    cls = int(parts[0])
+                    cx, cy, w, h = (float(v) for v in parts[1:5])
+                except ValueError as err:
+                    raise ValueError(f"{where}: not numbers: {line!r}") from err
+                if not 0 <= cls < len(names):
+                    raise ValueError(f"{where}: class {cls} is not in {classes_file} ({len(names)} classes)")
+                x1, y1 = (cx - w / 2) * width, (cy - h / 2) * height
+                x2, y2 = (cx + w / 2) * width, (cy + h / 2) * height
+                box = _clip_box(x1, y1, x2, y2, width, height, report, f"{label_path.name}:{line_no}")
+                if box is not None:
+                    objects.append((names[cls], box))
+        parsed.append((path.relative_to(img_dir).as_posix(), width, height, objects))
+    return _assemble(parsed, names, report)

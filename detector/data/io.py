@@ -1,0 +1,62 @@
+"""Image decoding that survives real-world files: grey, RGBA, palette, CMYK, EXIF-rotated."""
+from __future__ import annotations
+
+from os import PathLike
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageReadError", "load_image", "image_size"]
+
+
+class ImageReadError(OSError):
+    """An image file that cannot be opened or fully decoded; the message names the file."""
+
+    def __init__(self, path: str | PathLike[str], reason: str) -> None:
+        super().__init__(f"cannot read image {str(path)!r}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def load_image(path: str | PathLike[str]) -> np.ndarray:
+    """Decode ``path`` to an ``np.ndarray[H, W, 3]`` of ``uint8`` RGB.
+
+    The EXIF orientation is applied (so annotations drawn on the image as a viewer shows it stay on
+    their objects), and every PIL mode (``L``, ``LA``, ``RGBA``, ``P``, ``CMYK``, ``I;16``...) is
+    converted to RGB. Alpha is dropped, not composited: detection data rarely relies on it.
+
+    Raises:
+        ImageReadError: the file is missing, not an image, or truncated / corrupt.
+    """
+    try:
+        with Image.open(path) as im:
+            # load() forces the full decode here, so a truncated file fails now rather than later.
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                # 16-bit / float greys: PIL's RGB conversion clips instead of scaling; rescale to 8 bit.
+                arr = np.asarray(im, dtype=np.float32)
+                hi = float(arr.max()) if arr.size else 0.0
+                arr = arr * (255.0 / hi) if hi > 255 else arr
+                im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+            rgb = im.convert("RGB")
+            return np.asarray(rgb, dtype=np.uint8).copy()
+    except FileNotFoundError as err:
+        raise ImageReadError(path, "file not found") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        # PIL signals truncation and corrupt data with OSError, bad headers with SyntaxError/ValueError.
+        raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
+
+
+def image_size(path: str | PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of the image as :func:`load_image` returns it, from the header only."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation tag
+    except FileNotFoundError as err:
+        raise ImageReadError(path, "file not found") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
+    # Orientations 5-8 swap the axes (transpose, rotate 90 / 270, transverse).
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

@@ -1,0 +1,138 @@
+"""tools/eval.py: the official COCO reference to 1e-9 with both backends, errors, and the checkpoint mode."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.evaluation import METRIC_KEYS
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = ROOT / "tools" / "eval.py"
+REFERENCE = ROOT / ".." / "shared" / "data" / "coco-eval-reference"
+REF_GT = REFERENCE / "faster_coco_eval" / "cocoapi" / "instances_val2014_100.json"
+REF_DT = REFERENCE / "cocoapi_results" / "instances_val2014_fakebbox100_results.json"
+# Official values (cocoapi's val2014_fake_eval_res.txt, full precision from faster_coco_eval's test).
+REFERENCE_STATS = [
+    0.5045806987249628, 0.6969727247299577, 0.5729816669904824, 0.5856257209410443,
+    0.5193996948036719, 0.5013978986347466, 0.38681277964578054, 0.5936795762842003,
+    0.595352982877607, 0.6398109626113442, 0.5664205978994309, 0.5642905982905982,
+]
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("tools_eval", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
+def test_reference_metrics_to_1e9(backend, tmp_path):
+    if not REFERENCE.is_dir():
+        pytest.skip(f"{REFERENCE} is absent")
+    out = tmp_path / "metrics.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), "--detections", str(REF_DT), "--annotations", str(REF_GT),
+         "--output", str(out), "--backend", backend],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(out.read_text())
+    assert list(metrics) == [*METRIC_KEYS, "per_class", "num_images", "num_detections"]
+    for key, expected in zip(METRIC_KEYS, REFERENCE_STATS):
+        assert abs(metrics[key] - expected) <= 1e-9, (key, metrics[key], expected)
+    assert metrics["num_images"] == 100 and metrics["num_detections"] == 734
+    assert metrics["per_class"]["person"]["gt"] > 0
+    # The printed summary is pycocotools' text; the per-class table follows it.
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.505" in proc.stdout
+    assert "person" in proc.stdout and str(out) in proc.stdout
+
+
+def write_gt(path: Path, images: int = 4) -> dict:
+    gt = {
+        "images": [{"id": i, "file_name": f"img{i}.jpg", "width": 160, "height": 120} for i in range(1, images + 1)],
+        "categories": [{"id": 3, "name": "car"}, {"id": 7, "name": "boat"}],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 3 if i % 2 else 7, "bbox": [20, 10, 60, 50], "area": 3000, "iscrowd": 0}
+            for i in range(1, images + 1)
+        ],
+    }
+    path.write_text(json.dumps(gt))
+    return gt
+
+
+def test_unknown_image_id_is_a_clear_error(tmp_path, capsys):
+    write_gt(tmp_path / "gt.json")
+    (tmp_path / "dets.json").write_text(json.dumps([{"image_id": 4242, "category_id": 3, "bbox": [0, 0, 5, 5], "score": 0.5}]))
+    code = load_tool().main(["--detections", str(tmp_path / "dets.json"), "--annotations", str(tmp_path / "gt.json"),
+                             "--output", str(tmp_path / "m.json")])
+    assert code == 2
+    assert "4242" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_detections_mode_with_plots_and_gallery(tmp_path):
+    write_gt(tmp_path / "gt.json")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(1, 5):
+        Image.new("RGB", (160, 120), (i * 40, 80, 120)).save(images / f"img{i}.jpg")
+    dets = [{"image_id": i, "category_id": 3 if i % 2 else 7, "bbox": [22, 12, 58, 47], "score": 0.1 * i} for i in range(1, 4)]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    code = load_tool().main(["--detections", str(tmp_path / "dets.json"), "--annotations", str(tmp_path / "gt.json"),
+                             "--output", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"),
+                             "--images", str(images)])
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert names == ["gallery_best.png", "gallery_worst.png", "pr_all.png", "pr_per_class"]
+    assert len(list((tmp_path / "plots" / "pr_per_class").glob("*.png"))) == 2
+
+
+def test_checkpoint_mode_writes_detections_that_reevaluate_identically(tmp_path):
+    import torch
+
+    from detector.checkpoint import save_checkpoint
+    from detector.labels import LabelMap
+    from detector.model import build_model
+
+    gt = write_gt(tmp_path / "gt.json", images=5)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for img in gt["images"]:
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(images / img["file_name"])
+    torch.manual_seed(0)
+    label_map = LabelMap.from_categories(gt["categories"])
+    model = build_model("ssdlite_mobilenetv2", num_classes=label_map.num_classes, width_mult=0.5, image_size=128)
+    save_checkpoint(tmp_path / "model.pt", model, label_map)
+
+    tool = load_tool()
+    out = tmp_path / "out" / "metrics.json"
+    code = tool.main(["--checkpoint", str(tmp_path / "model.pt"), "--images", str(images), "--annotations",
+                      str(tmp_path / "gt.json"), "--output", str(out), "--batch-size", "2", "--num-workers", "0",
+                      "--device", "cpu", "--score-threshold", "0.001", "--max-detections", "20",
+                      "--plots", str(tmp_path / "plots")])
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    dets = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert metrics["num_images"] == 5 and metrics["num_detections"] == len(dets) > 0
+    assert {d["category_id"] for d in dets} <= {3, 7}  # the user's ids, not contiguous labels
+    per_image = np.bincount([d["image_id"] for d in dets])
+    assert per_image.max() <= 20
+    assert all(len(d["bbox"]) == 4 and d["bbox"][2] >= 0 and d["bbox"][3] >= 0 for d in dets)
+    assert (tmp_path / "plots" / "gallery_worst.png").is_file()
+
+    again = tmp_path / "again.json"
+    assert tool.main(["--detections", str(tmp_path / "out" / "detections.json"), "--annotations",
+                      str(tmp_path / "gt.json"), "--output", str(again)]) == 0
+    assert json.loads(again.read_text()) == metrics

@@ -1,0 +1,97 @@
+"""tools/train.py end to end: checkpoints, metrics, label map, fine-tuning, every config parses."""
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from detector import load_checkpoint
+from detector.data.synthetic import SyntheticConfig, make_synthetic
+from detector.training.cli import main
+
+from training_helpers import tiny_args
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    files = sorted((run_dir / "csv").glob("version_*/metrics.csv"))
+    assert files, f"no metrics.csv under {run_dir}"
+    with open(files[-1]) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fit_writes_best_and_last_with_everything_to_rebuild(tiny_coco: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    main(["fit", *tiny_args(tiny_coco, run)])
+    for name in ("best.ckpt", "last.ckpt"):
+        path = run / "checkpoints" / name
+        assert path.is_file()
+        raw = torch.load(path, map_location="cpu", weights_only=True)  # data only, no code
+        assert raw["detector"]["label_map"]["names"] == ["circle", "square", "triangle", "star", "cross"]
+        assert raw["detector"]["config"]["image_size"] == [128, 128]
+    model, label_map = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert model.num_classes == 6 and label_map.category_ids == (1, 2, 3, 4, 5)
+    assert model.image_size == (128, 128) and model.config["width_mult"] == 0.35
+
+    rows = read_metrics(run)
+    logged = set().union(*(row.keys() for row in rows))
+    for key in ("val/mAP", "val/mAP50", "val/mAP75", "val/mAP_small", "val/mAP_medium", "val/mAP_large",
+                "train/loss", "train/loss_box", "train/loss_cls", "lr"):
+        assert key in logged
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == sorted(steps) and len(steps) == 6  # 12 images / batch 4 x 2 epochs, every step
+
+
+def test_label_map_and_classes_come_from_the_annotations(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_synthetic(data, num_train=4, num_val=2, seed=1, config=SyntheticConfig(image_size=96, clutter=0))
+    cli = main(tiny_args(data, tmp_path / "run", **{"data.image_size": 96}), run=False)
+    assert cli.model.model.num_classes == 6
+    assert cli.model.label_map.names == ("circle", "square", "triangle", "star", "cross")
+    assert cli.model.model.image_size == (96, 96)  # linked from --data.image_size
+
+
+def test_init_checkpoint_loads_what_fits_and_reinitialises_class_heads(
+    tiny_coco: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from detector import LabelMap, build_model, save_checkpoint
+
+    other = build_model(num_classes=3, width_mult=0.35, image_size=128)  # 2 classes + background
+    save_checkpoint(tmp_path / "other.ckpt", other, LabelMap((1, 2), ("a", "b")))
+    with caplog.at_level(logging.INFO):
+        cli = main(tiny_args(tiny_coco, tmp_path / "run", **{"model.init_checkpoint": tmp_path / "other.ckpt"}),
+                   run=False)
+    model = cli.model.model
+    source = other.state_dict()
+    for name, value in model.state_dict().items():
+        if re.fullmatch(r"head\.cls_heads\.\d\.1\.(weight|bias)", name):
+            assert value.shape != source[name].shape  # 6 classes here, 3 there: re-initialised
+        else:
+            torch.testing.assert_close(value, source[name], rtol=0, atol=0)
+    assert "re-initialised 12" in caplog.text  # 6 levels x (weight, bias) of the class heads
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_parses(config: Path, tiny_coco: Path, tmp_path: Path) -> None:
+    import yaml
+
+    expected = yaml.safe_load(config.read_text())
+    # Point the data at the tiny set and keep this machine's CPU; everything else comes from the file.
+    args = ["--config", str(config),
+            f"--data.train_images={tiny_coco / 'train'}", f"--data.train_annotations={tiny_coco / 'train.json'}",
+            f"--data.val_images={tiny_coco / 'val'}", f"--data.val_annotations={tiny_coco / 'val.json'}",
+            "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
+            "--trainer.precision=32-true", "--trainer.sync_batchnorm=false",
+            "--model.pretrained_backbone=none", f"--trainer.default_root_dir={tmp_path}"]
+    cli = main(args, run=False)
+    for key, value in expected["model"].items():
+        if key != "pretrained_backbone":
+            assert cli.model.hparams[key] == value, key
+    for key in ("batch_size", "image_size", "augment"):
+        assert getattr(cli.datamodule, key) == expected["data"][key]
+    assert cli.trainer.max_epochs == expected["trainer"].get("max_epochs", cli.trainer.max_epochs)
