@@ -125,6 +125,10 @@ class TorchRunner:
         score_threshold, max_detections: override the model's post-processing defaults (a higher
             threshold also makes NMS cheaper); ``None`` keeps the model's.
         fuse: fold BatchNorm into the convolutions (same outputs to ~1e-5, fewer ops).
+        channels_last: run the network in ``torch.channels_last`` memory format (weights converted
+            in place, each input batch converted on entry); ``None``: on the CPU only, where oneDNN's
+            depthwise and 1x1 convolutions are 1.5-3x faster in it (``tools/benchmark.py``). Same
+            outputs to float rounding.
     """
 
     def __init__(
@@ -134,10 +138,16 @@ class TorchRunner:
         score_threshold: float | None = None,
         max_detections: int | None = None,
         fuse: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         self.model = model.eval()
         if fuse:
             fuse_conv_bn(self.model)
+        if channels_last is None:
+            channels_last = self.model.anchors.device.type == "cpu"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         pp = model.post_processor
         # A private copy: the Predictor's options must not change the model others may share.
         self.post_processor = PostProcessor(
@@ -155,7 +165,7 @@ class TorchRunner:
 
     def __call__(self, images: Tensor) -> list[dict[str, Tensor]]:
         with torch.inference_mode():
-            cls_logits, bbox_regression = self.model(images)
+            cls_logits, bbox_regression = self.model(images.contiguous(memory_format=self.memory_format))
             return self.post_processor(cls_logits, bbox_regression, self.model.anchors, self.model.image_size)
 
 

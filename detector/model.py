@@ -133,7 +133,10 @@ class SSDLite(nn.Module):
     @torch.no_grad()
     def predict(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
         """``images`` ``[B, 3, H, W]`` normalised -> per image ``boxes [N, 4]`` xyxy (original pixels
-        given ``image_sizes`` as ``(h, w)``), ``scores [N]``, ``labels [N]`` in 1..C-1."""
+        given ``image_sizes`` as ``(h, w)``), ``scores [N]``, ``labels [N]`` in 1..C-1.
+
+        Call ``model.eval()`` first, as for any torchvision model: in training mode BatchNorm uses
+        (and updates) batch statistics. :class:`detector.Predictor` does this for you."""
         cls_logits, bbox_regression = self(images)
         return self.postprocess(cls_logits, bbox_regression, image_sizes)
 

@@ -1,6 +1,7 @@
 """Inference post-processing: scores, top-k per class, batched NMS, boxes back to image pixels."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,10 +14,22 @@ from detector.boxes import BoxCoder
 class PostProcessor:
     """Turns raw head outputs into final detections per image.
 
-    Every step is vectorised over images and classes: one softmax, one ``topk`` over anchors for
-    all classes at once, one decode of the surviving candidates only, and one
-    ``torchvision.ops.batched_nms`` call for the whole batch (the group id is image * classes +
-    class, so boxes of different images or classes never suppress each other).
+    Every step is vectorised over images and classes, and only the candidates are ever gathered,
+    decoded or sorted:
+
+    1. **Candidates** ((image, anchor, class) with score above ``score_threshold``). With softmax
+       scores, ``p_c = exp(l_c) / sum_j exp(l_j) <= exp(l_c - l_0)`` (``l_0`` the background
+       logit), so a pair with ``l_c - l_0 <= log(score_threshold)`` cannot be a candidate: one
+       elementwise comparison rules out almost every pair when the background dominates, and the
+       softmax runs on the rows of the remaining anchors only (the same per-row softmax, so the same
+       scores; a full softmax costs more than everything else together on the CPU). Sigmoid scores
+       are compared with the threshold directly.
+    2. **Top-k per class**: at most ``topk_candidates`` per (image, class), the best ones; equal to
+       taking the top-k over anchors first and thresholding after (torchvision's order is the
+       reverse; the set is the same). Only done when some class has more candidates than that.
+    3. One decode of the candidates and one ``torchvision.ops.batched_nms`` call for the whole batch
+       (the group id is image * classes + class, so boxes of different images or classes never
+       suppress each other), then the per-image cap and the rescale to the original size.
     """
 
     def __init__(
@@ -40,6 +53,35 @@ class PostProcessor:
         if self.classification == "focal":
             return cls_logits[..., 1:].sigmoid()
         return cls_logits.softmax(dim=-1)[..., 1:]
+
+    def candidates(self, cls_logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every (image, anchor, foreground class) whose score is above ``score_threshold``.
+
+        Returns:
+            ``image_idx``, ``anchor_idx``, ``class_idx`` (0-based over the foreground classes, i.e.
+            label - 1), all Int64Tensor[N], and ``scores`` FloatTensor[N], in (image, anchor, class)
+            order.
+        """
+        logits = cls_logits.float()
+        threshold = self.score_threshold
+        if self.classification == "focal":
+            scores = logits[..., 1:].sigmoid()
+            image_idx, anchor_idx, class_idx = (scores > threshold).nonzero(as_tuple=True)
+            return image_idx, anchor_idx, class_idx, scores[image_idx, anchor_idx, class_idx]
+        if threshold <= 0:
+            probs = logits.softmax(dim=-1)[..., 1:]
+            image_idx, anchor_idx, class_idx = (probs > threshold).nonzero(as_tuple=True)
+            return image_idx, anchor_idx, class_idx, probs[image_idx, anchor_idx, class_idx]
+        # p_c = exp(l_c) / sum_j exp(l_j) <= exp(l_c - l_0): a pair with l_c - l_0 <= log(threshold)
+        # cannot be a candidate. An elementwise comparison (no reduction over the classes) leaves the
+        # few pairs that may be; a small margin keeps rounding on the safe side.
+        maybe = logits[..., 1:] > logits[..., :1] + (math.log(threshold) - 1e-3)
+        image_idx, anchor_idx, class_idx = maybe.nonzero(as_tuple=True)
+        rows, row_of = torch.unique(image_idx * logits.shape[1] + anchor_idx, return_inverse=True)
+        probs = logits.reshape(-1, logits.shape[-1])[rows].softmax(dim=-1)  # exact, those rows only
+        scores = probs[row_of, class_idx + 1]
+        keep = scores > threshold
+        return image_idx[keep], anchor_idx[keep], class_idx[keep], scores[keep]
 
     @torch.no_grad()
     def __call__(
@@ -66,18 +108,23 @@ class PostProcessor:
         """
         batch, num_anchors, num_classes = cls_logits.shape
         num_fg = num_classes - 1
-        scores = self.scores(cls_logits.float())  # [B, A, K]
+        image_idx, cand_anchor, class_idx, cand_scores = self.candidates(cls_logits)
+        groups = image_idx * num_fg + class_idx
         k = min(self.topk_candidates, num_anchors)
-        top_scores, top_anchor = scores.topk(k, dim=1)  # [B, k, K], per class
-        keep = top_scores > self.score_threshold
-        image_idx, _, class_idx = keep.nonzero(as_tuple=True)
-        cand_scores = top_scores[keep]
-        cand_anchor = top_anchor[keep]
+        if cand_scores.numel() > k:
+            counts = torch.bincount(groups, minlength=batch * num_fg)
+            if int(counts.max()) > k:  # keep the k best of each (image, class)
+                order = cand_scores.argsort(descending=True, stable=True)
+                order = order[groups[order].argsort(stable=True)]  # by group, best first inside
+                starts = torch.cumsum(counts, 0) - counts
+                rank = torch.arange(order.numel(), device=order.device) - starts[groups[order]]
+                order = order[rank < k]
+                image_idx, cand_anchor, class_idx = image_idx[order], cand_anchor[order], class_idx[order]
+                cand_scores, groups = cand_scores[order], groups[order]
         cand_codes = bbox_regression[image_idx, cand_anchor].float()
         boxes = self.box_coder.decode(cand_codes, anchors[cand_anchor])
         boxes = clip_boxes_to_image(boxes, input_size)
 
-        groups = image_idx * num_fg + class_idx
         kept = batched_nms(boxes, cand_scores, groups, self.nms_threshold)  # by descending score
         kept_image = image_idx[kept]
         # Stable sort by image keeps score order inside each image; rank < max_detections.

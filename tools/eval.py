@@ -76,10 +76,24 @@ class ModelRunner:
 def load_model_runner(
     checkpoint: Path, device: str = "auto", score_threshold: float | None = None, max_detections: int | None = None
 ) -> ModelRunner:
-    """Load ``checkpoint`` into a :class:`ModelRunner` (the one place that knows the model format)."""
+    """Load ``checkpoint`` into a :class:`ModelRunner` (the one place that knows the model format):
+    a PyTorch checkpoint, or an ``.onnx`` exported by ``tools/export.py`` (run with ONNX Runtime)."""
     import torch
 
     from detector.checkpoint import load_checkpoint
+
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        # An exported model runs on ONNX Runtime's CPU provider whatever --device says; its metadata
+        # gives the label map, input size and normalisation.
+        from detector.onnx_backend import load_onnx_runner
+
+        onnx_runner = load_onnx_runner(checkpoint, score_threshold=score_threshold, max_detections=max_detections)
+
+        def predict_onnx(images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+            return onnx_runner(images.cpu(), image_sizes=sizes)
+
+        info = onnx_runner.info
+        return ModelRunner(predict_onnx, info.label_map, info.image_size, info.mean, info.std, torch.device("cpu"))
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     model, label_map = load_checkpoint(checkpoint, map_location=dev)

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from detector.classification import is_classifier_checkpoint, predict_images
 from detector.data.io import ImageReadError, load_image
 from detector.inference import Predictor
 from detector.visualize import draw_detections
@@ -114,6 +115,14 @@ def load_predictor(args: argparse.Namespace, classes: list[str] | None) -> Predi
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.backend == "torch" and is_classifier_checkpoint(args.checkpoint):
+        # A classifier (tools/train_classifier.py): print the top-5 classes of each image.
+        try:
+            inputs = find_images(args.input)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return predict_images(args.checkpoint, inputs, args.output, k=5, batch_size=args.batch_size, device=args.device)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     try:
         inputs = find_images(args.input)

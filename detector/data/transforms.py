@@ -19,6 +19,8 @@ from albumentations.augmentations.crops.transforms import BaseCrop
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 from albumentations.pytorch import ToTensorV2
 
+from detector.model import IMAGENET_MEAN, IMAGENET_STD  # the backbone's normalisation, defined once
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -28,8 +30,6 @@ __all__ = [
     "build_transforms",
 ]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PIPELINES: tuple[str, ...] = ("ssd", "ssdlite", "light", "none")
 
 

@@ -76,7 +76,16 @@ def test_init_checkpoint_loads_what_fits_and_reinitialises_class_heads(
     assert "re-initialised 12" in caplog.text  # 6 levels x (weight, bias) of the class heads
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+DETECTION_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("classifier_"))
+
+
+def test_every_config_is_covered() -> None:
+    classifier = sorted((REPO / "configs").glob("classifier_*.yaml"))
+    assert len(DETECTION_CONFIGS) >= 4 and classifier  # the classifier ones: test_classifier_config_parses
+    assert sorted(DETECTION_CONFIGS + classifier) == sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", sorted(DETECTION_CONFIGS), ids=lambda p: p.name)
 def test_every_config_parses(config: Path, tiny_coco: Path, tmp_path: Path) -> None:
     import yaml
 
@@ -95,3 +104,25 @@ def test_every_config_parses(config: Path, tiny_coco: Path, tmp_path: Path) -> N
     for key in ("batch_size", "image_size", "augment"):
         assert getattr(cli.datamodule, key) == expected["data"][key]
     assert cli.trainer.max_epochs == expected["trainer"].get("max_epochs", cli.trainer.max_epochs)
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("classifier_*.yaml")), ids=lambda p: p.name)
+def test_classifier_config_parses(config: Path, tmp_path: Path) -> None:
+    import yaml
+    from PIL import Image
+
+    from detector.classification.cli import main as classifier_main
+
+    for split in ("train", "val"):
+        for name in ("red", "blue"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32), name).save(tmp_path / split / name / "0.png")
+    expected = yaml.safe_load(config.read_text())
+    cli = classifier_main(["--config", str(config), f"--data.train_dir={tmp_path / 'train'}",
+                           f"--data.val_dir={tmp_path / 'val'}", "--trainer.accelerator=cpu", "--trainer.devices=1",
+                           "--trainer.strategy=auto", "--trainer.precision=32-true", "--trainer.sync_batchnorm=false",
+                           "--model.pretrained=none", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    for key, value in expected["model"].items():
+        if key != "pretrained":
+            assert cli.model.hparams[key] == value, key
+    assert cli.datamodule.batch_size == expected["data"]["batch_size"]

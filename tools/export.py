@@ -1,0 +1,120 @@
+"""Export a checkpoint to ONNX (optionally with NMS in the graph, optionally int8) for deployment.
+
+    python tools/export.py --checkpoint CKPT --output model.onnx [--image-size N] [--opset N]
+        [--dynamic-batch] [--with-nms] [--int8 --calibration-images DIR [--calibration-count N]]
+
+- The file carries the label map, input size and normalisation as metadata: ``tools/predict.py
+  --backend onnx``, ``tools/demo_video.py --backend onnx`` and ``tools/eval.py --checkpoint
+  model.onnx`` run from it alone.
+- Without ``--with-nms`` the graph returns ``cls_logits`` and ``bbox_regression`` and the
+  project's post-processing runs on them; with it, the graph returns final ``boxes``, ``scores``,
+  ``labels`` and ``num_detections`` (fixed size ``max_detections``, zero-padded).
+- ``--int8`` also writes ``<output stem>.int8.onnx``: static post-training quantization (QDQ,
+  per-channel int8 weights) calibrated on ``--calibration-count`` images of ``--calibration-images``.
+  The fp32 file is kept beside it, so ``tools/eval.py`` can measure what quantization costs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from detector.export import DEFAULT_OPSET, MIN_OPSET
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (save_checkpoint's or Lightning's .ckpt)")
+    parser.add_argument("--output", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--image-size", type=int, help="export at this square input size (default: the checkpoint's)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
+    parser.add_argument("--with-nms", action="store_true", help="decoding and NMS in the graph: final boxes, scores, labels")
+    parser.add_argument("--int8", action="store_true", help="also write an int8 (QDQ) model, <output stem>.int8.onnx")
+    parser.add_argument("--calibration-images", type=Path, help="folder of images to calibrate --int8 on")
+    parser.add_argument("--calibration-count", type=int, default=100, help="calibration images to use (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.opset < MIN_OPSET:
+        parser.error(f"--opset must be at least {MIN_OPSET}")
+    if args.image_size is not None and args.image_size < 32:
+        parser.error("--image-size must be at least 32")
+    if args.int8 and args.calibration_images is None:
+        parser.error("--int8 needs --calibration-images DIR")
+    if not args.int8 and args.calibration_images is not None:
+        parser.error("--calibration-images applies to --int8 only")
+    if args.calibration_count < 1:
+        parser.error("--calibration-count must be at least 1")
+    if args.output.suffix.lower() != ".onnx":
+        parser.error("--output must end in .onnx")
+    return args
+
+
+def int8_path(output: Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx``."""
+    return output.with_name(output.stem + ".int8.onnx")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from detector.classification import export_classifier_onnx, is_classifier_checkpoint
+
+    if is_classifier_checkpoint(args.checkpoint):  # tools/train_classifier.py's: logits out, class names in metadata
+        if args.with_nms or args.int8:
+            print("error: --with-nms and --int8 apply to detector checkpoints, not classifiers", file=sys.stderr)
+            return 2
+        path = export_classifier_onnx(args.checkpoint, args.output, image_size=args.image_size, opset=args.opset,
+                                      dynamic_batch=args.dynamic_batch)
+        print(f"exported classifier {args.checkpoint} (logits out, class names in the metadata) -> {path}")
+        return 0
+    from detector.export import export_checkpoint
+
+    written: list[str] = []
+    try:
+        start = time.perf_counter()
+        result = export_checkpoint(
+            args.checkpoint, args.output, image_size=args.image_size, opset=args.opset,
+            dynamic_batch=args.dynamic_batch, with_nms=args.with_nms,
+        )
+        info = result.info
+        outputs = ", ".join(info.outputs)
+        check = "" if result.max_abs_diff is None else f"; ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.2e}"
+        written.append(f"fp32 ({_mb(result.size_bytes)}, opset {result.opset}, outputs: {outputs}{check}, "
+                       f"{time.perf_counter() - start:.1f} s) -> {result.path}")
+        if args.int8:
+            from detector.quantize import find_calibration_images, quantize_onnx
+
+            files = find_calibration_images(args.calibration_images, args.calibration_count)
+            start = time.perf_counter()
+            quant = quantize_onnx(result.path, int8_path(args.output), files, calibration_count=None, progress=True)
+            written.append(f"int8 QDQ, per-channel weights ({_mb(quant.size_bytes)}, {quant.quantized_nodes} "
+                           f"QuantizeLinear nodes, calibrated on {quant.calibration_images} images, "
+                           f"{time.perf_counter() - start:.1f} s) -> {quant.path}")
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    h, w = info.image_size
+    pp = info.postprocess
+    print(f"exported {args.checkpoint}: {len(info.label_map.names)} classes "
+          f"({', '.join(info.label_map.names[:8])}{', ...' if len(info.label_map.names) > 8 else ''}), "
+          f"input images float32[{'batch' if args.dynamic_batch else 1}, 3, {h}, {w}] "
+          f"normalised with mean {list(info.mean)} std {list(info.std)}, {result.num_anchors} anchors")
+    if info.with_nms:
+        print(f"NMS in the graph: score > {pp['score_threshold']}, IoU {pp['nms_threshold']}, top-{pp['topk_candidates']} "
+              f"per class, at most {pp['max_detections']} detections per image (boxes in input pixels)")
+    print("wrote:")
+    for line in written:
+        print(f"  {line}")
+    first = int8_path(args.output) if args.int8 else args.output
+    print(f"try: python tools/predict.py --checkpoint {first} --backend onnx --input IMAGES --output DIR")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
