@@ -32,7 +32,7 @@ from detector.labels import LabelMap
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="model checkpoint to run (needs --images)")
+    source.add_argument("--checkpoint", type=Path, help="model checkpoint (.ckpt) or exported model (.onnx) to run (needs --images)")
     source.add_argument("--detections", type=Path, help="existing COCO results JSON to evaluate")
     parser.add_argument("--annotations", type=Path, required=True, help="COCO ground-truth JSON")
     parser.add_argument("--images", type=Path, help="images folder (required with --checkpoint; enables the gallery)")

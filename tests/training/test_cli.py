@@ -27,7 +27,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def test_fit_writes_best_and_last_with_everything_to_rebuild(tiny_coco: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    main(["fit", *tiny_args(tiny_coco, run)])
+    main(["fit", *tiny_args(tiny_coco, run, **{"model.channels_last": True})])
     for name in ("best.ckpt", "last.ckpt"):
         path = run / "checkpoints" / name
         assert path.is_file()
