@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2, default=float)
     written = [output / "results.json"]
     written[0].write_text(text + "\n")
-    if args.json is not None:
+    if args.json is not None and args.json.resolve() != written[0]:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
         written.append(args.json)

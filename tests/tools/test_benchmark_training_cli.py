@@ -3,6 +3,7 @@ ranges (no timing assertions)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -83,3 +84,29 @@ def test_outputs(run: tuple[dict, Path, str]) -> None:
     assert (out / "torchvision" / "last.pt").is_file()
     assert json.loads((out / "results.json").read_text())["results"] == result["results"]
     assert "img/s" in stdout and "wrote:" in stdout
+
+
+def _tool_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_training", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_budget_schedule_and_clock_by_hand() -> None:
+    tool = _tool_module()
+    # 1000 images in batches of 16 with drop_last: 62 steps an epoch, 28 epochs.
+    assert tool.quickstart_steps({"trainer": {"max_epochs": 28}}, 1000, 16) == 1736
+    factor = tool.torchvision_schedule(steps=100, warmup=10)
+    assert factor(0) == pytest.approx(0.001)  # warmup starts at 0.001 of the peak, cosine still 1
+    assert factor(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))  # warmup done
+    assert factor(50) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0)
+
+    clock = tool.StepClock(skip=2)
+    clock.stamps, clock.images = [0.0, 1.0, 3.0, 7.0], [4, 4, 4, 2]
+    summary = clock.summary()  # steps 3..4: 6 images from t=1 s (end of step 2) to t=7 s (end of step 4)
+    assert summary["measured_images"] == 6 and summary["measured_s"] == pytest.approx(6.0)
+    assert summary["images_per_s"] == pytest.approx(1.0)
