@@ -59,17 +59,11 @@ class BoxCoder:
         Returns:
             Tensor[..., 4]: boxes in xyxy, in the anchors' pixel frame.
         """
-        wx, wy, ww, wh = self.weights
-        aw = anchors[..., 2] - anchors[..., 0]
-        ah = anchors[..., 3] - anchors[..., 1]
-        acx = anchors[..., 0] + 0.5 * aw
-        acy = anchors[..., 1] + 0.5 * ah
-        dx = codes[..., 0] / wx
-        dy = codes[..., 1] / wy
-        dw = torch.clamp(codes[..., 2] / ww, max=BBOX_XFORM_CLIP)
-        dh = torch.clamp(codes[..., 3] / wh, max=BBOX_XFORM_CLIP)
-        cx = dx * aw + acx
-        cy = dy * ah + acy
-        half_w = 0.5 * torch.exp(dw) * aw
-        half_h = 0.5 * torch.exp(dh) * ah
-        return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=-1)
+        # (x, y) and (w, h) pairs as two-column slices: the same arithmetic as torchvision's decode,
+        # in a third of the ops (inference post-processing is op-overhead bound on the CPU).
+        offsets = codes / codes.new_tensor(self.weights)
+        anchor_wh = anchors[..., 2:] - anchors[..., :2]
+        anchor_ctr = anchors[..., :2] + 0.5 * anchor_wh
+        ctr = offsets[..., :2] * anchor_wh + anchor_ctr
+        half_wh = 0.5 * torch.exp(offsets[..., 2:].clamp(max=BBOX_XFORM_CLIP)) * anchor_wh
+        return torch.cat((ctr - half_wh, ctr + half_wh), dim=-1)

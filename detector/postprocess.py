@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms
 
 from detector.boxes import BoxCoder
 
@@ -19,17 +19,21 @@ class PostProcessor:
 
     1. **Candidates** ((image, anchor, class) with score above ``score_threshold``). With softmax
        scores, ``p_c = exp(l_c) / sum_j exp(l_j) <= exp(l_c - l_0)`` (``l_0`` the background
-       logit), so a pair with ``l_c - l_0 <= log(score_threshold)`` cannot be a candidate: one
-       elementwise comparison rules out almost every pair when the background dominates, and the
-       softmax runs on the rows of the remaining anchors only (the same per-row softmax, so the same
-       scores; a full softmax costs more than everything else together on the CPU). Sigmoid scores
-       are compared with the threshold directly.
+       logit), so an anchor whose best foreground logit is not above ``l_0 + log(score_threshold)``
+       has no candidate: one max over the classes rules out almost every anchor when the background
+       dominates, and the softmax runs on the rows of the remaining anchors only (the same per-row
+       softmax, so the same scores; a full softmax costs more than everything else together on the
+       CPU). Sigmoid scores are compared with the threshold directly.
     2. **Top-k per class**: at most ``topk_candidates`` per (image, class), the best ones; equal to
        taking the top-k over anchors first and thresholding after (torchvision's order is the
        reverse; the set is the same). Only done when some class has more candidates than that.
     3. One decode of the candidates and one ``torchvision.ops.batched_nms`` call for the whole batch
        (the group id is image * classes + class, so boxes of different images or classes never
        suppress each other), then the per-image cap and the rescale to the original size.
+
+    The result equals torchvision's ``SSD.postprocess_detections`` + ``transform.postprocess`` with
+    the same settings (tests compare against a per-image, per-class loop). Fewer, larger tensor ops
+    are the point: at a few hundred candidates the cost is per-op overhead, not arithmetic.
     """
 
     def __init__(
@@ -72,16 +76,17 @@ class PostProcessor:
             probs = logits.softmax(dim=-1)[..., 1:]
             image_idx, anchor_idx, class_idx = (probs > threshold).nonzero(as_tuple=True)
             return image_idx, anchor_idx, class_idx, probs[image_idx, anchor_idx, class_idx]
-        # p_c = exp(l_c) / sum_j exp(l_j) <= exp(l_c - l_0): a pair with l_c - l_0 <= log(threshold)
-        # cannot be a candidate. An elementwise comparison (no reduction over the classes) leaves the
-        # few pairs that may be; a small margin keeps rounding on the safe side.
-        maybe = logits[..., 1:] > logits[..., :1] + (math.log(threshold) - 1e-3)
-        image_idx, anchor_idx, class_idx = maybe.nonzero(as_tuple=True)
-        rows, row_of = torch.unique(image_idx * logits.shape[1] + anchor_idx, return_inverse=True)
-        probs = logits.reshape(-1, logits.shape[-1])[rows].softmax(dim=-1)  # exact, those rows only
-        scores = probs[row_of, class_idx + 1]
-        keep = scores > threshold
-        return image_idx[keep], anchor_idx[keep], class_idx[keep], scores[keep]
+        num_anchors, num_classes = logits.shape[1:]
+        rows = logits.reshape(-1, num_classes)  # [B * A, C]
+        # p_c = exp(l_c) / sum_j exp(l_j) <= exp(l_c - l_0): an anchor whose best foreground logit is
+        # not above l_0 + log(threshold) has no candidate. One max over the classes rules out almost
+        # every anchor when the background dominates; a small margin keeps rounding on the safe side.
+        maybe = rows[:, 1:].amax(dim=1) > rows[:, 0] + (math.log(threshold) - 1e-3)
+        row_idx = maybe.nonzero().squeeze(1)  # ascending, so (image, anchor) order
+        probs = rows[row_idx].softmax(dim=1)[:, 1:]  # exact softmax, of those rows only
+        of_row, class_idx = (probs > threshold).nonzero(as_tuple=True)
+        row_idx = row_idx[of_row]
+        return row_idx // num_anchors, row_idx % num_anchors, class_idx, probs[of_row, class_idx]
 
     @torch.no_grad()
     def __call__(
@@ -121,32 +126,39 @@ class PostProcessor:
                 order = order[rank < k]
                 image_idx, cand_anchor, class_idx = image_idx[order], cand_anchor[order], class_idx[order]
                 cand_scores, groups = cand_scores[order], groups[order]
-        cand_codes = bbox_regression[image_idx, cand_anchor].float()
-        boxes = self.box_coder.decode(cand_codes, anchors[cand_anchor])
-        boxes = clip_boxes_to_image(boxes, input_size)
+        codes = bbox_regression.reshape(-1, 4)[image_idx * num_anchors + cand_anchor].float()
+        boxes = self.box_coder.decode(codes, anchors[cand_anchor])
+        in_h, in_w = input_size
+        # clip_boxes_to_image's result in two ops instead of eight (this path is op-overhead bound).
+        boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([in_w, in_h, in_w, in_h]))
 
         kept = batched_nms(boxes, cand_scores, groups, self.nms_threshold)  # by descending score
-        kept_image = image_idx[kept]
-        # Stable sort by image keeps score order inside each image; rank < max_detections.
-        order = kept_image.argsort(stable=True)
-        kept, kept_image = kept[order], kept_image[order]
-        counts = torch.bincount(kept_image, minlength=batch)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(kept.numel(), device=kept.device) - starts[kept_image]
-        selected = rank < self.max_detections
-        kept, kept_image = kept[selected], kept_image[selected]
-        counts = torch.bincount(kept_image, minlength=batch).tolist()
+        if batch == 1:
+            kept = kept[: self.max_detections]
+            kept_image = None
+            counts = [kept.numel()]
+        else:
+            kept_image = image_idx[kept]
+            # Stable sort by image keeps score order inside each image; rank < max_detections.
+            order = kept_image.argsort(stable=True)
+            kept, kept_image = kept[order], kept_image[order]
+            per_image = torch.bincount(kept_image, minlength=batch)
+            starts = torch.cumsum(per_image, 0) - per_image
+            rank = torch.arange(kept.numel(), device=kept.device) - starts[kept_image]
+            selected = rank < self.max_detections
+            kept, kept_image = kept[selected], kept_image[selected]
+            counts = torch.bincount(kept_image, minlength=batch).tolist()
 
         out_boxes = boxes[kept]
         if image_sizes is not None:
-            in_h, in_w = input_size
-            sizes = torch.as_tensor(image_sizes, dtype=torch.float32, device=out_boxes.device).reshape(-1, 2)
-            sizes = sizes[kept_image]  # [N, 2] (h, w)
-            scale = torch.stack((sizes[:, 1] / in_w, sizes[:, 0] / in_h), dim=1).repeat(1, 2)
-            out_boxes = out_boxes * scale
-            out_boxes = torch.minimum(out_boxes.clamp(min=0), sizes.flip(1).repeat(1, 2))
+            # Clipped in input pixels, so scaling keeps them inside the original image (torchvision's order).
+            scale = torch.tensor([[float(w) / in_w, float(h) / in_h] * 2 for h, w in image_sizes],
+                                 dtype=out_boxes.dtype, device=out_boxes.device)
+            out_boxes = out_boxes * (scale if kept_image is None else scale[kept_image])
         out_scores = cand_scores[kept]
         out_labels = class_idx[kept] + 1
+        if batch == 1:
+            return [{"boxes": out_boxes, "scores": out_scores, "labels": out_labels}]
         return [
             {"boxes": b, "scores": s, "labels": l}
             for b, s, l in zip(out_boxes.split(counts), out_scores.split(counts), out_labels.split(counts))

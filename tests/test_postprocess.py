@@ -88,6 +88,10 @@ def test_equals_per_class_nms_loop(anchors, classification, seed):
     assert all(len(r["labels"].unique()) >= 3 for r in results)
     for r in results:
         assert torch.all(r["scores"][:-1] >= r["scores"][1:])
+    # One image at a time takes the batch-of-one path; same detections.
+    for i, size in enumerate(SIZES):
+        (single,) = processor(cls_logits[i : i + 1], bbox_regression[i : i + 1], anchors, INPUT, [size])
+        assert_same([single], [expected[i]])
 
 
 def test_top_k_per_class_binds(anchors):
