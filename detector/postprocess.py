@@ -157,8 +157,6 @@ class PostProcessor:
             out_boxes = out_boxes * (scale if kept_image is None else scale[kept_image])
         out_scores = cand_scores[kept]
         out_labels = class_idx[kept] + 1
-        if batch == 1:
-            return [{"boxes": out_boxes, "scores": out_scores, "labels": out_labels}]
         return [
             {"boxes": b, "scores": s, "labels": l}
             for b, s, l in zip(out_boxes.split(counts), out_scores.split(counts), out_labels.split(counts))
