@@ -9,7 +9,8 @@ The two recipes, each as its authors ship it:
 
 - **ours**: exactly what ``configs/quickstart.yaml`` builds (``DetectorModule`` + ``DetectionDataModule``
   through ``detector.training.cli``, Lightning on the CPU: SSDLite-MobileNetV2 width 0.5 at 192 px,
-  ``light`` augmentation, Nesterov SGD lr 0.1 per 16 images, warmup then cosine). Only three things
+  ``light`` augmentation, six default boxes per location on every level, positives from IoU 0.3,
+  Nesterov SGD lr 0.2 per 16 images, warmup then cosine). Only three things
   are overridden: ``max_steps`` (the budget), the run folder, and validation during training, which is
   switched off (it does not change the weights and would sit inside the timed loop); the final
   weights are validated once at the end with the module's own validation (``trainer.validate``).

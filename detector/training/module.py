@@ -65,6 +65,9 @@ class DetectorModule(pl.LightningModule):
         ema_decay: keep an exponential moving average of the weights (validated and saved) when set.
         channels_last: run the network in channels-last memory format (about 1.3x faster training
             on the CPU here; measure on your hardware).
+        min_scale, max_scale, reduce_boxes_in_lowest_layer: default boxes (see
+            ``detector.anchors.DefaultBoxGenerator``); unset keeps the preset's (TF SSDLite's).
+        iou_threshold: anchor-to-box IoU from which an anchor is a positive (unset: the preset's 0.5).
     """
 
     def __init__(
@@ -86,6 +89,10 @@ class DetectorModule(pl.LightningModule):
         ema_decay: float | None = None,
         eval_backend: str = "pycocotools",
         channels_last: bool = False,
+        min_scale: float | None = None,
+        max_scale: float | None = None,
+        reduce_boxes_in_lowest_layer: bool | None = None,
+        iou_threshold: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,6 +107,10 @@ class DetectorModule(pl.LightningModule):
             image_size=image_size,
             pretrained_backbone=pretrained_backbone,
             classification=classification,
+            min_scale=min_scale,
+            max_scale=max_scale,
+            reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
+            iou_threshold=iou_threshold,
         )
         if init_checkpoint:
             loaded, skipped = load_matching_weights(self.model, init_checkpoint)

@@ -76,6 +76,28 @@ def test_init_checkpoint_loads_what_fits_and_reinitialises_class_heads(
     assert "re-initialised 12" in caplog.text  # 6 levels x (weight, bias) of the class heads
 
 
+def test_anchor_and_matching_options_reach_the_model_and_its_checkpoint(tiny_coco: Path, tmp_path: Path) -> None:
+    from detector import save_checkpoint
+
+    cli = main(tiny_args(tiny_coco, tmp_path / "run", **{"model.min_scale": 0.15, "model.max_scale": 0.9,
+                                                         "model.reduce_boxes_in_lowest_layer": False,
+                                                         "model.iou_threshold": 0.3}), run=False)
+    model = cli.model.model
+    assert model.criterion.matcher.iou_threshold == 0.3
+    # Six boxes at every location of every level (5 ratios + the interpolated square), none reduced.
+    assert model.anchor_generator.num_anchors_per_location() == [6] * 6
+    assert model.anchors.shape[0] == 6 * sum(h * w for h, w in model.feature_sizes)
+    # The first box of a level-0 location: scale 0.15, ratio 1, centred on the first cell, 128 px image.
+    cell = 128 / model.feature_sizes[0][1]
+    side = 0.15 * 128
+    expected = torch.tensor([cell / 2 - side / 2, cell / 2 - side / 2, cell / 2 + side / 2, cell / 2 + side / 2])
+    torch.testing.assert_close(model.anchors[0], expected)
+    save_checkpoint(tmp_path / "m.ckpt", model, cli.model.label_map)
+    rebuilt, _ = load_checkpoint(tmp_path / "m.ckpt")
+    torch.testing.assert_close(rebuilt.anchors, model.anchors, rtol=0, atol=0)
+    assert rebuilt.criterion.matcher.iou_threshold == 0.3
+
+
 DETECTION_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("classifier_"))
 
 
