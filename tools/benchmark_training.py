@@ -8,7 +8,7 @@ batch size and the same number of optimisation steps; both scored on the val spl
 The two recipes, each as its authors ship it:
 
 - **ours**: exactly what ``configs/quickstart.yaml`` builds (``DetectorModule`` + ``DetectionDataModule``
-  through ``detector.training.cli``, Lightning on the CPU: SSDLite-MobileNetV2 width 0.5 at 192 px,
+  through ``detector.training.cli``, Lightning on the CPU: SSDLite-MobileNetV2 width 0.5 at 256 px,
   ``light`` augmentation, six default boxes per location on every level, positives from IoU 0.3,
   Nesterov SGD lr 0.2 per 16 images, warmup then cosine). Only three things
   are overridden: ``max_steps`` (the budget), the run folder, and validation during training, which is
