@@ -73,13 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         if row.boxes:
             print(f"{row.low:>7.2f} - {row.high:<6.2f} {row.boxes:>7d} {row.uncovered:>12.1%} "
                   f"{row.mean_positives:>14.2f} {row.median_best_iou:>16.3f}")
-    total_uncovered = float((positives == 0).float().mean()) if len(boxes) else 0.0
-    total_positives = float(positives.float().mean()) if len(boxes) else 0.0
-    print(f"{'all':>16} {len(boxes):>7d} {total_uncovered:>12.1%} {total_positives:>14.2f}")
+    (total,) = coverage_by_size(boxes, side, best_iou, positives, (0.0, float("inf")))
+    print(f"{'all':>16} {total.boxes:>7d} {total.uncovered:>12.1%} {total.mean_positives:>14.2f}")
     if args.json:
         summary = {"config": str(args.config), "image_size": side, "anchors": int(model.anchors.shape[0]),
-                   "iou_threshold": threshold, "boxes": len(boxes), "no_positive": total_uncovered,
-                   "positives_per_box": total_positives, "by_size": [asdict(b) for b in bins]}
+                   "iou_threshold": threshold, "boxes": total.boxes, "no_positive": total.uncovered,
+                   "positives_per_box": total.mean_positives, "by_size": [asdict(b) for b in bins]}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
         print(f"wrote {args.json}")
