@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from detector.labels import LabelMap
-from detector.model import SSDLite, build_model
+from detector.modeling.ssdlite import SSDLite, build_model
 
 MODEL_PREFIX = "model."
 EMA_PREFIX = "ema_model.module."

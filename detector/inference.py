@@ -19,7 +19,7 @@ The work is split in three steps; only the middle one depends on the backend:
    original image's size and clipped to it; the score threshold, class filter and detection cap
    are applied; labels are mapped to category ids and names through the ``LabelMap``.
 
-Runner contract (what ``detector.onnx_backend.load_onnx_predictor`` implements)::
+Runner contract (what ``detector.deploy.onnx_runtime.load_onnx_predictor`` implements)::
 
     runner(images: torch.FloatTensor[B, 3, H, W]) -> list[dict]   # len == B
 
@@ -59,8 +59,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from detector.checkpoint import load_checkpoint
 from detector.data.io import load_image
 from detector.labels import LabelMap
-from detector.model import SSDLite
-from detector.postprocess import PostProcessor
+from detector.modeling.ssdlite import SSDLite
+from detector.modeling.postprocess import PostProcessor
 
 __all__ = ["ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn", "to_rgb_array"]
 
@@ -127,7 +127,7 @@ class TorchRunner:
         fuse: fold BatchNorm into the convolutions (same outputs to ~1e-5, fewer ops).
         channels_last: run the network in ``torch.channels_last`` memory format (weights converted
             in place, each input batch converted on entry); ``None``: on the CPU only, where oneDNN's
-            depthwise and 1x1 convolutions are 1.5-3x faster in it (``tools/benchmark.py``). Same
+            depthwise and 1x1 convolutions are 1.5-3x faster in it (``benchmarks/latency.py``). Same
             outputs to float rounding.
     """
 
@@ -259,14 +259,14 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | PathLike[str], **kwargs: Any) -> "Predictor":
-        """Load an exported ONNX file through ``detector.onnx_backend.load_onnx_predictor``."""
+        """Load an exported ONNX file through ``detector.deploy.onnx_runtime.load_onnx_predictor``."""
         try:
-            backend = importlib.import_module("detector.onnx_backend")
+            backend = importlib.import_module("detector.deploy.onnx_runtime")
         except ModuleNotFoundError as err:
-            if err.name not in ("detector.onnx_backend",):
+            if err.name not in ("detector.deploy.onnx_runtime",):
                 raise  # the backend exists but one of its own dependencies is missing: say that
             raise RuntimeError(
-                "the ONNX backend (detector.onnx_backend) is not available in this version; "
+                "the ONNX backend (detector.deploy.onnx_runtime) is not available in this version; "
                 "use a PyTorch checkpoint (--backend torch)"
             ) from err
         return backend.load_onnx_predictor(path, **kwargs)

@@ -257,19 +257,19 @@ def test_pickle_needing_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_onnx_backend_is_loaded_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delitem(sys.modules, "detector.onnx_backend", raising=False)
-    if importlib.util.find_spec("detector.onnx_backend") is None:
+    monkeypatch.delitem(sys.modules, "detector.deploy.onnx_runtime", raising=False)
+    if importlib.util.find_spec("detector.deploy.onnx_runtime") is None:
         with pytest.raises(RuntimeError, match="onnx_backend"):
             Predictor.from_path(tmp_path / "m.onnx")
     seen = {}
-    fake = types.ModuleType("detector.onnx_backend")
+    fake = types.ModuleType("detector.deploy.onnx_runtime")
 
     def load_onnx_predictor(path, **kwargs):
         seen.update(path=path, **kwargs)
         return "predictor"
 
     fake.load_onnx_predictor = load_onnx_predictor
-    monkeypatch.setitem(sys.modules, "detector.onnx_backend", fake)
+    monkeypatch.setitem(sys.modules, "detector.deploy.onnx_runtime", fake)
     assert Predictor.from_path(tmp_path / "m.ONNX", device="cpu", score_threshold=0.3) == "predictor"
     assert seen == {"path": tmp_path / "m.ONNX", "score_threshold": 0.3}
 

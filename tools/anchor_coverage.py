@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import torch
+import yaml
 
-from detector.anchor_coverage import anchor_coverage, coverage_by_size  # noqa: E402
-from detector.model import DEFAULTS, build_model  # noqa: E402
+from detector.evaluation.anchor_coverage import anchor_coverage, coverage_by_size
+from detector.modeling.ssdlite import DEFAULTS, build_model
 
 SIZE_EDGES = (0.0, 0.05, 0.1, 0.2, 0.35, 0.6, 1.0)
 

@@ -10,12 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detector.data.converters import voc_to_coco, write_coco, yolo_to_coco  # noqa: E402
+from detector.data.converters import voc_to_coco, write_coco, yolo_to_coco
 
 
 def main(argv: list[str] | None = None) -> int:

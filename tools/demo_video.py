@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from detector.tracking import Tracker
-from detector.video import VideoReadError
-from detector.video_demo import DetectFn, run_video
+from detector.video.tracking import Tracker
+from detector.video.io import VideoReadError
+from detector.video.pipeline import DetectFn, run_video
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ Evaluate an existing COCO results file (no model)::
         [--plots DIR [--images DIR]]
 
 Prints the 12-line COCO summary and a per-class table and writes ``metrics.json`` (keys in
-:mod:`detector.evaluation`). ``--plots DIR`` adds precision-recall curves and, when the images are
+:mod:`detector.evaluation.coco`). ``--plots DIR`` adds precision-recall curves and, when the images are
 known, a gallery of the worst and best images.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detector.evaluation import BACKENDS, CocoEvalRun, CocoEvaluator, print_report, run_coco_eval
+from detector.evaluation.coco import BACKENDS, CocoEvalRun, CocoEvaluator, print_report, run_coco_eval
 from detector.labels import LabelMap
 
 
@@ -85,7 +85,7 @@ def load_model_runner(
     if Path(checkpoint).suffix.lower() == ".onnx":
         # An exported model runs on ONNX Runtime's CPU provider whatever --device says; its metadata
         # gives the label map, input size and normalisation.
-        from detector.onnx_backend import load_onnx_runner
+        from detector.deploy.onnx_runtime import load_onnx_runner
 
         onnx_runner = load_onnx_runner(checkpoint, score_threshold=score_threshold, max_detections=max_detections)
 
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write_json(args.output, run.metrics)
     written.insert(0, f"metrics -> {args.output}")
     if args.plots is not None:
-        from detector.plots import plot_gallery, plot_pr_curves
+        from detector.evaluation.plots import plot_gallery, plot_pr_curves
 
         curves = plot_pr_curves(run, args.plots)
         written.append(f"precision-recall curves ({len(curves)} PNG) -> {args.plots}")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from detector.export import DEFAULT_OPSET, MIN_OPSET
+    from detector.deploy.onnx_export import DEFAULT_OPSET, MIN_OPSET
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (save_checkpoint's or Lightning's .ckpt)")
@@ -62,7 +62,7 @@ def _mb(size: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from detector.classification import export_classifier_onnx, is_classifier_checkpoint
+    from detector.pretrain import export_classifier_onnx, is_classifier_checkpoint
 
     if is_classifier_checkpoint(args.checkpoint):  # tools/train_classifier.py's: logits out, class names in metadata
         if args.with_nms or args.int8:
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       dynamic_batch=args.dynamic_batch)
         print(f"exported classifier {args.checkpoint} (logits out, class names in the metadata) -> {path}")
         return 0
-    from detector.export import export_checkpoint
+    from detector.deploy.onnx_export import export_checkpoint
 
     written: list[str] = []
     try:
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written.append(f"fp32 ({_mb(result.size_bytes)}, opset {result.opset}, outputs: {outputs}{check}, "
                        f"{time.perf_counter() - start:.1f} s) -> {result.path}")
         if args.int8:
-            from detector.quantize import find_calibration_images, quantize_onnx
+            from detector.deploy.quantize import find_calibration_images, quantize_onnx
 
             files = find_calibration_images(args.calibration_images, args.calibration_count)
             start = time.perf_counter()

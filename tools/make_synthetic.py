@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detector.data.synthetic import CLASSES, SyntheticConfig, make_synthetic  # noqa: E402
+from detector.data.synthetic import CLASSES, SyntheticConfig, make_synthetic
 
 
 def main(argv: list[str] | None = None) -> int:

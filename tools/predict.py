@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from detector.classification import is_classifier_checkpoint, predict_images
+from detector.pretrain import is_classifier_checkpoint, predict_images
 from detector.data.io import ImageReadError, load_image
 from detector.inference import Predictor
-from detector.visualize import draw_detections
+from detector.video.draw import draw_detections
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 

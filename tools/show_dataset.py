@@ -13,10 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detector.data.coco import CocoDetection  # noqa: E402
-from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PIPELINES, build_transforms  # noqa: E402
+from detector.data.coco import CocoDetection
+from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PIPELINES, build_transforms
 
 
 def _palette(k: int) -> tuple[int, int, int]:

@@ -5,12 +5,12 @@
     python tools/train_classifier.py validate --config configs/classifier_mobilenetv2.yaml \
         --data.val_dir DIR --ckpt_path RUN/checkpoints/best.ckpt
 
-A LightningCLI over ``detector.classification``: ``--data.*``, ``--model.*`` and ``--trainer.*``;
+A LightningCLI over ``detector.pretrain``: ``--data.*``, ``--model.*`` and ``--trainer.*``;
 ``fit --ckpt_path RUN/checkpoints/last.ckpt`` resumes a run. The result is a backbone for the
 detector: ``tools/train.py fit ... --model.pretrained_backbone RUN/checkpoints/best.ckpt`` (same
 ``width_mult``).
 """
-from detector.classification.cli import main
+from detector.pretrain.cli import main
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from albumentations.augmentations.crops.transforms import BaseCrop
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 from albumentations.pytorch import ToTensorV2
 
-from detector.model import IMAGENET_MEAN, IMAGENET_STD  # the backbone's normalisation, defined once
+from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",

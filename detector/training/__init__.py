@@ -1,5 +1,2 @@
-"""Training with Lightning: the LightningModule, the DataModule, callbacks and the CLI."""
-from detector.training.datamodule import DetectionDataModule
-from detector.training.module import DetectorModule
-
-__all__ = ["DetectionDataModule", "DetectorModule"]
+"""Training with Lightning: the detector's LightningModule and DataModule, and what detector and
+classifier training share (schedules, EMA, the non-finite-loss stop, checkpointing, the CLI base)."""

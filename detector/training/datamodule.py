@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Sampler
 from detector.data.coco import CocoDetection, detection_collate, worker_init_fn
 from detector.data.transforms import build_transforms
 from detector.labels import LabelMap
-from detector.model import IMAGENET_MEAN, IMAGENET_STD
+from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 def read_label_map(annotation_file: str | Path) -> LabelMap:

@@ -1,7 +1,6 @@
-"""The LightningModule that trains an :class:`detector.model.SSDLite`."""
+"""The LightningModule that trains an :class:`detector.modeling.ssdlite.SSDLite`."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -12,9 +11,10 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from detector.checkpoint import detector_meta, model_state_dict, read_checkpoint
-from detector.evaluation import CocoEvaluator
+from detector.evaluation.coco import CocoEvaluator
 from detector.labels import LabelMap
-from detector.model import SSDLite, build_model
+from detector.modeling.ssdlite import SSDLite, build_model
+from detector.training.schedules import warmup_cosine_scheduler
 
 METRIC_KEYS = {"AP": "mAP", "AP50": "mAP50", "AP75": "mAP75", "APs": "mAP_small", "APm": "mAP_medium", "APl": "mAP_large"}
 
@@ -66,7 +66,7 @@ class DetectorModule(pl.LightningModule):
         channels_last: run the network in channels-last memory format (about 1.3x faster training
             on the CPU here; measure on your hardware).
         min_scale, max_scale, reduce_boxes_in_lowest_layer: default boxes (see
-            ``detector.anchors.DefaultBoxGenerator``); unset keeps the preset's (TF SSDLite's).
+            ``detector.modeling.anchors.DefaultBoxGenerator``); unset keeps the preset's (TF SSDLite's).
         iou_threshold: anchor-to-box IoU from which an anchor is a positive (unset: the preset's 0.5).
     """
 
@@ -212,14 +212,5 @@ class DetectorModule(pl.LightningModule):
         else:
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp.optimizer!r}")
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(hp.warmup_steps, total - 1) if total > 1 else 0
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                alpha = step / max(1, warmup)
-                return hp.warmup_factor * (1 - alpha) + alpha
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule = warmup_cosine_scheduler(optimizer, hp.warmup_steps, total, hp.warmup_factor)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -13,8 +13,8 @@ import pytest
 from data_helpers import REPO, shared
 
 
-def tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", REPO / "tools" / f"{name}.py")
+def tool(name: str, folder: str = "tools") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,7 +45,7 @@ def test_show_dataset_writes_a_grid(synthetic: Path, tmp_path: Path, capsys: pyt
 
 
 def test_benchmark_data_prints_a_table(synthetic: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = tool("benchmark_data").main(["--images", str(synthetic / "train"), "--annotations", str(synthetic / "train.json"),
+    rc = tool("data_loading", "benchmarks").main(["--images", str(synthetic / "train"), "--annotations", str(synthetic / "train.json"),
                                       "--workers", "0", "--batches", "2", "--repeats", "1", "--batch-size", "4",
                                       "--image-size", "96"])
     assert rc == 0

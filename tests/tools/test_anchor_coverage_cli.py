@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.model import build_model
+from detector.modeling.ssdlite import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

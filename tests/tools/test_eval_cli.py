@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.evaluation import METRIC_KEYS
+from detector.evaluation.coco import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "eval.py"
@@ -103,7 +103,7 @@ def test_checkpoint_mode_writes_detections_that_reevaluate_identically(tmp_path)
 
     from detector.checkpoint import save_checkpoint
     from detector.labels import LabelMap
-    from detector.model import build_model
+    from detector.modeling.ssdlite import build_model
 
     gt = write_gt(tmp_path / "gt.json", images=5)
     images = tmp_path / "images"

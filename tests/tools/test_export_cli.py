@@ -15,7 +15,7 @@ import torch
 from detector import LabelMap, Predictor, build_model, save_checkpoint
 from detector.data.io import load_image
 from detector.data.synthetic import SyntheticConfig, make_split
-from detector.onnx_backend import read_metadata
+from detector.deploy.onnx_runtime import read_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 128

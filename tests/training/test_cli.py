@@ -133,7 +133,7 @@ def test_classifier_config_parses(config: Path, tmp_path: Path) -> None:
     import yaml
     from PIL import Image
 
-    from detector.classification.cli import main as classifier_main
+    from detector.pretrain.cli import main as classifier_main
 
     for split in ("train", "val"):
         for name in ("red", "blue"):

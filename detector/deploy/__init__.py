@@ -1,0 +1,1 @@
+"""Deployment: ONNX export and its metadata, ONNX Runtime, int8 quantization."""

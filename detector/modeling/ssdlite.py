@@ -1,0 +1,211 @@
+"""SSDLite: the detector module and its builder (the recipe)."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detector.constants import IMAGENET_MEAN, IMAGENET_STD
+from detector.modeling.anchors import DefaultBoxGenerator
+from detector.modeling.backbone import BN_EPS, MobileNetV2Backbone, load_backbone_weights
+from detector.modeling.boxes import BoxCoder
+from detector.modeling.heads import SSDLiteHead
+from detector.modeling.loss import MultiBoxLoss
+from detector.modeling.matching import SSDMatcher
+from detector.modeling.neck import build_neck
+from detector.modeling.postprocess import PostProcessor
+
+# The recipe of each named model; build_model's keyword arguments override any entry.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ssdlite_mobilenetv2": {"neck": "ssdlite", "image_size": 320},
+    "ssdlite_fpn_mobilenetv2": {"neck": "fpn", "image_size": 320},
+}
+
+DEFAULTS: dict[str, Any] = {
+    "num_classes": 91,  # background included: COCO's 90 category ids + background
+    "width_mult": 1.0,
+    "neck": "ssdlite",
+    "image_size": 320,
+    "pretrained_backbone": "none",
+    "bn_eps": BN_EPS,
+    "min_scale": 0.2,
+    "max_scale": 0.95,
+    "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 1.0 / 3.0],
+    "reduce_boxes_in_lowest_layer": True,
+    "classification": "softmax",  # or "focal"
+    "iou_threshold": 0.5,
+    "neg_pos_ratio": 3.0,
+    "score_threshold": 0.01,
+    "nms_threshold": 0.55,
+    "topk_candidates": 300,
+    "max_detections": 100,
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
+}
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    height, width = size
+    return (int(height), int(width))
+
+class SSDLite(nn.Module):
+    """SSDLite detector: backbone -> neck -> heads, with anchors, loss and post-processing around it.
+
+    ``forward`` is the network core (normalised images in, raw outputs out) and traces to ONNX;
+    ``compute_loss`` and ``predict`` wrap it for training and inference, so the output type of
+    ``forward`` never depends on the mode.
+
+    Args:
+        backbone: returns a list of feature maps.
+        neck: turns them into the pyramid the heads read.
+        num_classes: classes predicted, background (label 0) included.
+        anchor_generator: default boxes; its counts size the heads.
+        image_size: ``(H, W)`` of the network input, fixed (SSD resizes every image to it).
+        criterion: training loss; post_processor: inference decoding and NMS.
+        mean, std: RGB normalisation (0..1 scale) the network expects.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        neck: nn.Module,
+        num_classes: int,
+        anchor_generator: DefaultBoxGenerator,
+        image_size: tuple[int, int],
+        criterion: MultiBoxLoss,
+        post_processor: PostProcessor,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.image_size = _pair(image_size)
+        self.num_classes = num_classes
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.anchor_generator = anchor_generator
+        self.criterion = criterion
+        self.post_processor = post_processor
+        self.config = dict(config or {})
+
+        # Shapes are computed: channel counts and map sizes from a dummy pass, anchor counts from
+        # the generator; the heads are built from both and the totals must agree.
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            maps = self.neck(self.backbone(torch.zeros(1, 3, *self.image_size)))
+        in_channels = [m.shape[1] for m in maps]
+        self.feature_sizes = [tuple(m.shape[-2:]) for m in maps]
+        self.head = SSDLiteHead(in_channels, anchor_generator.num_anchors_per_location(), num_classes)
+        self.register_buffer("anchors", anchor_generator(self.feature_sizes, self.image_size), persistent=False)
+        with torch.no_grad():
+            cls_logits, _ = self.head.eval()(maps)
+        self.train(was_training)
+        if cls_logits.shape[1] != self.anchors.shape[0]:
+            raise AssertionError(f"heads predict {cls_logits.shape[1]} boxes but there are {self.anchors.shape[0]} anchors")
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``images`` ``[B, 3, H, W]`` normalised -> ``cls_logits [B, A, C]``, ``bbox_regression [B, A, 4]``."""
+        return self.head(self.neck(self.backbone(images)))
+
+    def compute_loss(self, images: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Training loss. ``targets``: per image ``boxes [N, 4]`` xyxy input pixels, ``labels [N]``."""
+        cls_logits, bbox_regression = self(images)
+        return self.criterion(cls_logits, bbox_regression, self.anchors, targets)
+
+    def postprocess(
+        self, cls_logits: Tensor, bbox_regression: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Detections from raw outputs; boxes in ``image_sizes`` pixels (input pixels if ``None``)."""
+        return self.post_processor(cls_logits, bbox_regression, self.anchors, self.image_size, image_sizes)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
+        """``images`` ``[B, 3, H, W]`` normalised -> per image ``boxes [N, 4]`` xyxy (original pixels
+        given ``image_sizes`` as ``(h, w)``), ``scores [N]``, ``labels [N]`` in 1..C-1.
+
+        Call ``model.eval()`` first, as for any torchvision model: in training mode BatchNorm uses
+        (and updates) batch statistics. :class:`detector.Predictor` does this for you."""
+        cls_logits, bbox_regression = self(images)
+        return self.postprocess(cls_logits, bbox_regression, image_sizes)
+
+def resolve_config(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overrides: Any) -> dict[str, Any]:
+    """The full recipe: defaults, then the preset (a name or a dict), then ``overrides``."""
+    config = copy.deepcopy(DEFAULTS)
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        config["preset"] = preset
+        config.update(PRESETS[preset])
+    else:
+        config.update(preset)
+    unknown = set(overrides) - set(DEFAULTS) - {"preset"}
+    if unknown:
+        raise TypeError(f"unknown model option(s) {sorted(unknown)}")
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    config["image_size"] = list(_pair(config["image_size"]))
+    return config
+
+def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overrides: Any) -> SSDLite:
+    """Build an SSDLite-MobileNetV2 detector.
+
+    Args:
+        preset: a name from ``PRESETS`` (``"ssdlite_mobilenetv2"``, ``"ssdlite_fpn_mobilenetv2"``) or a
+            config dict (as saved in ``model.config``).
+        **overrides: any key of ``DEFAULTS``, e.g. ``num_classes`` (background included),
+            ``width_mult``, ``neck`` (``"ssdlite"`` | ``"fpn"``), ``image_size``,
+            ``pretrained_backbone`` (``"none"`` | ``"imagenet"`` | path to a state dict).
+
+    Example::
+
+        model = build_model("ssdlite_mobilenetv2", num_classes=91, width_mult=1.0, image_size=300)
+    """
+    config = resolve_config(preset, **overrides)
+    backbone = MobileNetV2Backbone(width_mult=config["width_mult"], bn_eps=config["bn_eps"])
+    if config["pretrained_backbone"] not in (None, "", "none"):
+        load_backbone_weights(backbone, str(config["pretrained_backbone"]))
+    with torch.no_grad():
+        backbone_channels = [f.shape[1] for f in backbone.eval()(torch.zeros(1, 3, 64, 64))]
+    backbone.train()
+    neck = build_neck(config["neck"], backbone_channels, config["width_mult"])
+    anchor_generator = DefaultBoxGenerator(
+        num_levels=6,
+        min_scale=config["min_scale"],
+        max_scale=config["max_scale"],
+        aspect_ratios=config["aspect_ratios"],
+        reduce_boxes_in_lowest_layer=config["reduce_boxes_in_lowest_layer"],
+    )
+    box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    criterion = MultiBoxLoss(
+        box_coder,
+        SSDMatcher(config["iou_threshold"]),
+        classification=config["classification"],
+        neg_pos_ratio=config["neg_pos_ratio"],
+    )
+    post_processor = PostProcessor(
+        box_coder,
+        score_threshold=config["score_threshold"],
+        nms_threshold=config["nms_threshold"],
+        topk_candidates=config["topk_candidates"],
+        max_detections=config["max_detections"],
+        classification=config["classification"],
+    )
+    return SSDLite(
+        backbone=backbone,
+        neck=neck,
+        num_classes=config["num_classes"],
+        anchor_generator=anchor_generator,
+        image_size=tuple(config["image_size"]),
+        criterion=criterion,
+        post_processor=post_processor,
+        mean=config["mean"],
+        std=config["std"],
+        config=config,
+    )

@@ -1,0 +1,124 @@
+"""Top-k classes per image from a classifier checkpoint.
+
+    predictor = ClassifierPredictor.from_checkpoint("runs/cls/checkpoints/best.ckpt")
+    predictor.predict(["a.jpg", image_array])   # [[("cat", 0.91), ("dog", 0.05), ...], ...]
+
+Each image is decoded as training's validation images are (:func:`detector.data.io.load_image`,
+shorter side to ``image_size / 0.875``, centre crop, ImageNet normalisation).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detector.pretrain.transforms import build_classifier_transforms
+from detector.pretrain.model import MobileNetV2Classifier, load_classifier
+from detector.data.io import ImageReadError, load_image
+
+__all__ = ["ClassifierPredictor", "predict_images"]
+
+ImageInput = Union[str, "PathLike[str]", np.ndarray]
+TopK = list[tuple[str, float]]
+
+
+class ClassifierPredictor:
+    """A classifier in eval mode with its pre-processing and class names.
+
+    Args:
+        model: the classifier (put in eval mode here).
+        class_names: logit ``i``'s name.
+        image_size: the square input side.
+        mean, std: normalisation of 0..1 RGB.
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: MobileNetV2Classifier,
+        class_names: Sequence[str],
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = list(class_names)
+        self.image_size = int(image_size)
+        self.transform = build_classifier_transforms(self.image_size, train=False, mean=mean, std=std)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | PathLike[str], device: str = "cpu") -> "ClassifierPredictor":
+        """Load a classifier checkpoint (EMA weights when present); ``device`` ``"auto"`` picks CUDA if any."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, meta = load_classifier(path)
+        return cls(model, meta["class_names"], meta["image_size"], meta["mean"], meta["std"], device)
+
+    def preprocess(self, images: Sequence[ImageInput]) -> Tensor:
+        """Paths or ``HxWx3`` uint8 RGB arrays -> ``FloatTensor[B, 3, S, S]`` normalised, on the device."""
+        arrays = [image if isinstance(image, np.ndarray) else load_image(image) for image in images]
+        return torch.stack([self.transform(image=array)["image"] for array in arrays]).to(self.device)
+
+    @torch.no_grad()
+    def probabilities(self, images: Sequence[ImageInput]) -> Tensor:
+        """``FloatTensor[B, C]`` softmax probabilities, on the CPU."""
+        return self.model(self.preprocess(images)).softmax(dim=1).cpu()
+
+    def predict(self, images: Sequence[ImageInput], k: int = 5) -> list[TopK]:
+        """Per image, the ``min(k, C)`` most probable ``(class name, probability)``, most probable first."""
+        probs = self.probabilities(images)
+        values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+        return [[(self.class_names[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())]
+                for row_p, row_i in zip(values, indices)]
+
+
+def predict_images(
+    checkpoint: str | PathLike[str],
+    inputs: Sequence[tuple[Path, str]],
+    output: str | PathLike[str] | None = None,
+    k: int = 5,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> int:
+    """Print the top-``k`` classes of each image, one line per image
+    (``NAME: class 0.912, class 0.051, ...``), and write them to ``OUTPUT/classifications.json``
+    (``[{"file_name", "top": [{"class", "score"}, ...]}]``) when ``output`` is given.
+
+    Args:
+        inputs: ``(path, name)`` pairs, as ``tools/predict.py``'s ``find_images`` returns them.
+
+    Returns:
+        An exit status: 0 when at least one image was classified.
+    """
+    predictor = ClassifierPredictor.from_checkpoint(checkpoint, device=device)
+    results, unreadable = [], []
+    for start in range(0, len(inputs), batch_size):
+        loaded = []
+        for path, name in inputs[start:start + batch_size]:
+            try:
+                loaded.append((load_image(path), name))
+            except ImageReadError as err:
+                unreadable.append(str(path))
+                print(f"skipped: {err}", file=sys.stderr)
+        if not loaded:
+            continue
+        for (_, name), top in zip(loaded, predictor.predict([image for image, _ in loaded], k=k)):
+            print(f"{name}: " + ", ".join(f"{label} {score:.3f}" for label, score in top))
+            entries = [{"class": label, "score": round(score, 5)} for label, score in top]
+            results.append({"file_name": name, "top": entries})
+    if output is not None:
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "classifications.json").write_text(json.dumps(results, indent=1))
+    if unreadable:
+        print(f"{len(unreadable)} unreadable file(s) skipped: {', '.join(unreadable)}", file=sys.stderr)
+    return 0 if results else 1

@@ -1,0 +1,1 @@
+"""Video: reading and writing (PyAV), tracking, drawing, and the detect-track-draw pipeline."""
