@@ -8,13 +8,12 @@ Layout (the same keys Lightning writes, plus ``detector``)::
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from detector.files import atomic_write
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite, build_model
 
@@ -30,17 +29,16 @@ def detector_meta(model: SSDLite, label_map: LabelMap) -> dict[str, Any]:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: no half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """``torch.save`` through :func:`detector.files.atomic_write`: no half-written checkpoint."""
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; anything else as ``torch.device`` reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def save_checkpoint(path: str | Path, model: SSDLite, label_map: LabelMap) -> None:

@@ -2,11 +2,27 @@
 from __future__ import annotations
 
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "load_image", "image_size"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "image_size", "is_image_file", "list_images", "load_image"]
+
+# The one list of file suffixes the project treats as images (lower case; PIL decodes them all).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+
+def is_image_file(path: str | PathLike[str]) -> bool:
+    """Whether ``path`` names an image by its suffix (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | PathLike[str], recursive: bool = True) -> list[Path]:
+    """The image files under ``folder`` (by :data:`IMAGE_SUFFIXES`), sorted by path."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and is_image_file(p))
 
 
 class ImageReadError(OSError):
