@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-
 from detector.data.coco import CocoDetection, detection_collate, worker_init_fn
 from detector.data.synthetic import SyntheticConfig, make_split
 from detector.data.transforms import PIPELINES, build_transforms

@@ -47,25 +47,40 @@ def save_checkpoint(path: str | Path, model: SSDLite, label_map: LabelMap) -> No
     atomic_save({"state_dict": state, "detector": detector_meta(model, label_map)}, path)
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file as data (``weights_only=True``), with clear errors."""
+def load_data(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` of a file from anywhere, as data only (``weights_only=True``): a pickle that
+    would run code on loading is refused before any of it runs, with an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise ValueError(
             f"{path}: cannot be loaded as data with torch.load(weights_only=True); it is corrupt or needs "
             f"code to unpickle, which this project refuses to run ({type(error).__name__}: {error})"
         ) from error
-    if not isinstance(checkpoint, dict) or "detector" not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(f"{path}: not a detector checkpoint (no 'detector' and 'state_dict' entries)")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", kind: str = "detector") -> dict[str, Any]:
+    """Load a checkpoint file as data (:func:`load_data`); ``ValueError`` unless it holds ``state_dict``
+    and the ``kind`` entry (``"detector"``, or ``"classifier"`` for :mod:`detector.pretrain`).
+
+    ``zoo:NAME`` reads a published model of :mod:`detector.zoo` (fetched once, checksum checked,
+    converted), so every loader of detector checkpoints takes zoo names too."""
+    if kind == "detector" and str(path).startswith("zoo:"):
+        from detector.zoo import zoo_checkpoint  # the zoo and its converters load only when asked for
+
+        return zoo_checkpoint(str(path))
+    checkpoint = load_data(path, map_location)
+    if not isinstance(checkpoint, dict) or kind not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not a {kind} checkpoint (no '{kind}' and 'state_dict' entries)")
     return checkpoint
 
 
 def model_state_dict(checkpoint: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
-    """The model's weights from a checkpoint, the EMA copy when there is one."""
+    """The model's weights from a checkpoint (``model.*``), the EMA copy (``ema_model.module.*``)
+    when there is one and ``prefer_ema``."""
     state = checkpoint["state_dict"]
     ema = {k[len(EMA_PREFIX):]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
     if prefer_ema and ema:

@@ -1,6 +1,6 @@
-"""``Predictor``: a checkpoint (or an exported ONNX file) in, detections in each image's own pixels out.
+"""``Predictor``: any model file in (a checkpoint or an exported ONNX file), detections in each image's own pixels out.
 
-    predictor = Predictor.from_checkpoint("runs/x/checkpoints/best.ckpt", device="cpu")
+    predictor = Predictor.from_checkpoint("runs/x/checkpoints/best.ckpt")   # or "model.onnx"
     det = predictor.predict("photo.jpg")          # or a PIL image, or an HxWx3 uint8 RGB array
     det["boxes"]         # np.ndarray[N, 4] float32, (x1, y1, x2, y2) in photo.jpg's pixels
     det["scores"]        # np.ndarray[N] float32, descending
@@ -10,90 +10,74 @@
 
 The work is split in three steps; only the middle one depends on the backend:
 
-1. **Pre-processing** (here, shared): each image is resized to the network's ``image_size`` with
-   ``cv2.resize(INTER_LINEAR)`` (no aspect-ratio preservation, exactly like training's eval
-   pipeline), the batch is stacked as uint8, moved to the device once, and normalised with
-   ``(x / 255 - mean) / std`` as a single ``addcmul`` in channels-first layout.
-2. **The runner** (pluggable): ``runner(images) -> list[dict]``.
-3. **Post-processing** (here, shared): boxes are scaled from network-input pixels to each
-   original image's size and clipped to it; the score threshold, class filter and detection cap
-   are applied; labels are mapped to category ids and names through the ``LabelMap``.
+1. **Pre-processing**: :class:`detector.deploy.preprocess.ImagePreprocessor` (resize to the network's
+   ``image_size``, normalise; the same code int8 calibration uses).
+2. **The runner**, one contract for every backend::
 
-Runner contract (what ``detector.deploy.onnx_runtime.load_onnx_predictor`` implements)::
+       runner(images: FloatTensor[B, 3, H, W], image_sizes: Sequence[(h, w)] | None = None) -> list[dict]
+       runner.image_size  (H, W);  runner.mean, runner.std  (RGB, 0..1);  runner.device
 
-    runner(images: torch.FloatTensor[B, 3, H, W]) -> list[dict]   # len == B
-
-- ``images``: normalised with the model's mean/std, contiguous, on ``predictor.device``
-  (``"cpu"`` for ONNX: ``images.numpy()`` is the ONNX input as is); ``(H, W)`` is the
-  ``image_size`` the Predictor was built with.
-- each dict: ``"boxes"`` ``[N, 4]`` xyxy in **network-input pixels** (the ``H x W`` frame, not
-  rescaled to the original image), ``"scores"`` ``[N]`` in 0..1, ``"labels"`` ``[N]`` ints in
-  1..K (0 is background and never returned); torch tensors (any device) or numpy arrays;
-  ``N`` may be 0. The runner does its own decoding and NMS (e.g. ``SSDLite.postprocess`` on the
-  ONNX outputs ``cls_logits``/``bbox_regression``); it should keep candidates at least down to a
-  low score (the model's own ``score_threshold``, 0.01 by default): the Predictor applies the
-  user's ``score_threshold`` after it.
-
-An ONNX backend then only needs::
-
-    def load_onnx_predictor(path, **kwargs) -> Predictor:
-        session, label_map, image_size, mean, std = ...   # read from the file's metadata
-        return Predictor(OnnxRunner(session), label_map, image_size, mean, std, **kwargs)
+   ``images`` are normalised with the runner's mean/std, on ``runner.device`` (the ONNX runner
+   copies them to the CPU). Each of the ``B`` dicts holds ``"boxes"`` FloatTensor[N, 4] xyxy in the
+   pixels of ``image_sizes[b]`` (mapped and clipped by
+   :func:`detector.modeling.boxes.scale_boxes_to_image`; network-input pixels when ``image_sizes``
+   is ``None``), ``"scores"`` FloatTensor[N] descending, ``"labels"`` Int64Tensor[N] in 1..K
+   (0 is background, never returned); ``N`` may be 0. Two runners implement it:
+   :class:`TorchRunner` (an ``SSDLite`` and its post-processing) and
+   :class:`detector.deploy.onnx_runtime.OnnxRunner` (an exported file). :func:`load_runner` picks
+   one by file; ``SSDLite.predict`` has the same call.
+3. **Filtering** (here): the user's score threshold, class filter and detection cap; labels are
+   mapped to category ids and names through the ``LabelMap``.
 """
 from __future__ import annotations
 
-import importlib
-import os
-from collections.abc import Callable, Iterable, Sequence
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from detector.checkpoint import load_checkpoint
-from detector.data.io import load_image
+from detector.checkpoint import load_checkpoint, resolve_device
+from detector.deploy.metadata import read_metadata
+from detector.deploy.onnx_runtime import load_onnx_runner
+from detector.deploy.preprocess import ImageInput, ImagePreprocessor, to_rgb_array
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite
-from detector.modeling.postprocess import PostProcessor
 
-__all__ = ["ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn", "to_rgb_array"]
-
-ImageInput = Union[str, "PathLike[str]", Image.Image, np.ndarray]
-# runner(FloatTensor[B, 3, H, W] normalised) -> B dicts {"boxes" [N, 4] xyxy input pixels, "scores", "labels"}
-Runner = Callable[[Tensor], list[dict[str, Any]]]
+__all__ = ["ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn", "is_onnx_file", "load_runner",
+           "to_rgb_array"]
 
 ONNX_SUFFIXES = (".onnx",)
 
 
-def to_rgb_array(image: ImageInput) -> np.ndarray:
-    """Any accepted image -> ``np.ndarray[H, W, 3]`` uint8 RGB.
+class Runner(Protocol):
+    """The runner contract (see the module docstring)."""
 
-    A path is decoded with :func:`detector.data.io.load_image` (EXIF-transposed; grey, RGBA,
-    palette, CMYK converted; raises ``ImageReadError`` naming the file). A PIL image gets the same
-    EXIF transpose and RGB conversion, so ``predict(path)`` and ``predict(Image.open(path))`` agree.
-    An array must be uint8 ``HxWx3`` RGB; ``HxW`` grey and ``HxWx4`` RGBA are accepted too.
-    """
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
-    if isinstance(image, Image.Image):
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise TypeError(f"expected a uint8 image array, got dtype {image.dtype}")
-        if image.ndim == 2:
-            return np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim == 3 and image.shape[2] == 4:
-            return image[:, :, :3]
-        if image.ndim == 3 and image.shape[2] == 3:
-            return image
-        raise ValueError(f"expected an HxWx3 RGB (or HxW, HxWx4) array, got shape {image.shape}")
-    raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+
+    def __call__(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
+        ...
+
+
+def is_onnx_file(path: str | PathLike[str]) -> bool:
+    """An exported ONNX model: by its suffix, or by its first byte (a protobuf ``ModelProto`` starts
+    with field 1, tag ``0x08``; torch files start with ``PK`` (zip) or ``0x80`` (pickle))."""
+    path = Path(path)
+    if path.suffix.lower() in ONNX_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(1) == b"\x08"
+    except OSError:
+        return False
 
 
 def fuse_conv_bn(module: nn.Module) -> nn.Module:
@@ -118,12 +102,12 @@ def fuse_conv_bn(module: nn.Module) -> nn.Module:
 
 
 class TorchRunner:
-    """The PyTorch backend: ``SSDLite`` forward + its post-processing, boxes in network-input pixels.
+    """The PyTorch backend: ``SSDLite`` forward + its post-processing (the runner contract).
 
     Args:
-        model: the detector; put in eval mode (and conv+BN fused when ``fuse``).
-        score_threshold, max_detections: override the model's post-processing defaults (a higher
-            threshold also makes NMS cheaper); ``None`` keeps the model's.
+        model: the detector; put in eval mode (and conv+BN fused when ``fuse``), in place.
+        score_threshold, max_detections: replace the model's post-processing settings in this
+            runner's private copy (the model's own are untouched); ``None`` keeps the model's.
         fuse: fold BatchNorm into the convolutions (same outputs to ~1e-5, fewer ops).
         channels_last: run the network in ``torch.channels_last`` memory format (weights converted
             in place, each input batch converted on entry); ``None``: on the CPU only, where oneDNN's
@@ -148,42 +132,73 @@ class TorchRunner:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        pp = model.post_processor
-        # A private copy: the Predictor's options must not change the model others may share.
-        self.post_processor = PostProcessor(
-            pp.box_coder,
-            score_threshold=pp.score_threshold if score_threshold is None else min(pp.score_threshold, score_threshold),
-            nms_threshold=pp.nms_threshold,
-            topk_candidates=pp.topk_candidates,
-            max_detections=pp.max_detections if max_detections is None else max(pp.max_detections, max_detections),
-            classification=pp.classification,
-        )
+        self.post_processor = copy.copy(model.post_processor)
+        if score_threshold is not None:
+            self.post_processor.score_threshold = float(score_threshold)
+        if max_detections is not None:
+            self.post_processor.max_detections = int(max_detections)
+        self.image_size = tuple(model.image_size)
+        self.mean, self.std = tuple(model.mean), tuple(model.std)
 
     @property
     def device(self) -> torch.device:
         return self.model.anchors.device
 
-    def __call__(self, images: Tensor) -> list[dict[str, Tensor]]:
+    def __call__(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
         with torch.inference_mode():
-            cls_logits, bbox_regression = self.model(images.contiguous(memory_format=self.memory_format))
-            return self.post_processor(cls_logits, bbox_regression, self.model.anchors, self.model.image_size)
+            images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            cls_logits, bbox_regression = self.model(images)
+            return self.post_processor(cls_logits, bbox_regression, self.model.anchors, self.model.image_size,
+                                       image_sizes, anchor_levels=self.model.anchor_levels)
 
 
-def _numpy(x: Any, dtype: type, tail: tuple[int, ...] = ()) -> np.ndarray:
-    if isinstance(x, Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype).reshape(-1, *tail)
+def load_runner(
+    path: str | PathLike[str],
+    device: str | torch.device = "auto",
+    *,
+    score_threshold: float | None = None,
+    max_detections: int | None = None,
+    fuse: bool = False,
+    channels_last: bool | None = False,
+    num_threads: int | None = None,
+    session_options: Any = None,
+) -> tuple[Runner, LabelMap]:
+    """The runner of any model file, and its label map.
+
+    An ONNX file (:func:`is_onnx_file`) runs on ONNX Runtime's CPU provider whatever ``device`` says
+    (``num_threads``, ``session_options``: :func:`detector.deploy.onnx_runtime.create_session`);
+    anything else is loaded as a checkpoint, as data only (a pickle that would run code is refused
+    with ``ValueError``), onto ``device`` (``"auto"``: CUDA when available). ``score_threshold`` and
+    ``max_detections`` replace the model's settings (``None``: the model's). ``fuse`` and
+    ``channels_last``: see :class:`TorchRunner` (off by default: the model's exact numbers).
+    """
+    if is_onnx_file(path):
+        runner = load_onnx_runner(path, score_threshold=score_threshold, max_detections=max_detections,
+                                  num_threads=num_threads, session_options=session_options)
+        return runner, runner.info.label_map
+    model, label_map = load_checkpoint(path, map_location=resolve_device(device))
+    runner = TorchRunner(model, score_threshold=score_threshold, max_detections=max_detections, fuse=fuse,
+                         channels_last=channels_last)
+    return runner, label_map
+
+
+def _candidate_limits(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Runner settings that keep every detection the Predictor's filters may keep: the lower of the
+    model's and the user's score threshold, the higher detection cap."""
+    threshold, cap = kwargs.get("score_threshold"), kwargs.get("max_detections")
+    return {
+        "score_threshold": None if threshold is None else min(float(defaults["score_threshold"]), float(threshold)),
+        "max_detections": None if cap is None else max(int(defaults["max_detections"]), int(cap)),
+    }
 
 
 class Predictor:
     """Detections for photos and frames, in each image's own pixels, with the user's ids and names.
 
     Args:
-        runner: the backend (see the module docstring for its contract).
+        runner: the backend (see the module docstring for its contract); its ``image_size``,
+            ``mean``, ``std`` and ``device`` set the pre-processing.
         label_map: label ``1..K`` <-> category id / name.
-        image_size: ``(H, W)`` of the network input (an int for square).
-        mean, std: per-channel RGB normalisation in 0..1, the model's.
-        device: where the input batch is put for the runner.
         score_threshold: keep detections scoring at least this.
         classes: keep only these class names (``None``: all); unknown names raise ``ValueError``.
         max_detections: at most this many per image, best first (``None``: the runner's cap).
@@ -193,26 +208,16 @@ class Predictor:
         self,
         runner: Runner,
         label_map: LabelMap,
-        image_size: int | Sequence[int],
-        mean: Sequence[float],
-        std: Sequence[float],
         *,
-        device: str | torch.device = "cpu",
         score_threshold: float = 0.0,
         classes: Iterable[str] | None = None,
         max_detections: int | None = None,
     ) -> None:
         self.runner = runner
         self.label_map = label_map
-        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        self.image_size = (int(h), int(w))
-        self.device = torch.device(device)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        # (x / 255 - mean) / std == x * scale + shift: one addcmul per batch.
-        std_t = torch.tensor(self.std, dtype=torch.float32)
-        self._scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(self.device)
-        self._shift = (-torch.tensor(self.mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(self.device)
+        self.device = torch.device(runner.device)
+        self._preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, self.device)
+        self.image_size, self.mean, self.std = self._preprocess.image_size, self._preprocess.mean, self._preprocess.std
         self.score_threshold = float(score_threshold)
         self.max_detections = max_detections
         self.classes: frozenset[str] | None = None
@@ -232,69 +237,49 @@ class Predictor:
     # --- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_model(
-        cls, model: SSDLite, label_map: LabelMap, *, fuse: bool = True, **kwargs: Any
-    ) -> "Predictor":
-        """Wrap an in-memory ``SSDLite`` (moved nowhere: the Predictor uses the model's device)."""
-        runner = TorchRunner(model, score_threshold=kwargs.get("score_threshold"),
-                             max_detections=kwargs.get("max_detections"), fuse=fuse)
-        kwargs.setdefault("device", runner.device)
-        return cls(runner, label_map, model.image_size, model.mean, model.std, **kwargs)
+    def from_model(cls, model: SSDLite, label_map: LabelMap, *, fuse: bool = True, **kwargs: Any) -> Predictor:
+        """Wrap an in-memory ``SSDLite`` (moved nowhere: the Predictor uses the model's device;
+        fused in place when ``fuse``). ``kwargs``: the Predictor's options."""
+        runner = TorchRunner(model, fuse=fuse, **_candidate_limits(vars(model.post_processor), kwargs))
+        return cls(runner, label_map, **kwargs)
 
     @classmethod
     def from_checkpoint(
         cls, path: str | PathLike[str], device: str | torch.device = "cpu", *, fuse: bool = True, **kwargs: Any
-    ) -> "Predictor":
-        """Load a checkpoint (``save_checkpoint``'s or Lightning's ``*.ckpt``) as data only.
+    ) -> Predictor:
+        """Load any model file: a checkpoint (``save_checkpoint``'s or Lightning's ``*.ckpt``, as data
+        only) onto ``device`` (``"auto"``: CUDA when available), or an exported ``.onnx``
+        (:meth:`from_onnx`, on the CPU).
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: the file is not a detector checkpoint, or needs code to unpickle (refused:
-                loading uses ``torch.load(weights_only=True)``); the message says which.
+            ValueError: the file is not a detector checkpoint or export, or needs code to unpickle
+                (refused: loading uses ``torch.load(weights_only=True)``); the message says which.
         """
-        if str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, label_map = load_checkpoint(path, map_location=device)
+        if is_onnx_file(path):
+            if str(device) not in ("cpu", "auto"):
+                raise ValueError(f"{path} is an ONNX file: it runs on ONNX Runtime's CPU provider (device={device!r})")
+            return cls.from_onnx(path, **kwargs)
+        model, label_map = load_checkpoint(path, map_location=resolve_device(device))
         return cls.from_model(model, label_map, fuse=fuse, **kwargs)
 
     @classmethod
-    def from_onnx(cls, path: str | PathLike[str], **kwargs: Any) -> "Predictor":
-        """Load an exported ONNX file through ``detector.deploy.onnx_runtime.load_onnx_predictor``."""
-        try:
-            backend = importlib.import_module("detector.deploy.onnx_runtime")
-        except ModuleNotFoundError as err:
-            if err.name not in ("detector.deploy.onnx_runtime",):
-                raise  # the backend exists but one of its own dependencies is missing: say that
-            raise RuntimeError(
-                "the ONNX backend (detector.deploy.onnx_runtime) is not available in this version; "
-                "use a PyTorch checkpoint (--backend torch)"
-            ) from err
-        return backend.load_onnx_predictor(path, **kwargs)
-
-    @classmethod
-    def from_path(cls, path: str | PathLike[str], **kwargs: Any) -> "Predictor":
-        """``from_onnx`` for ``*.onnx`` files, ``from_checkpoint`` for anything else."""
-        if Path(path).suffix.lower() in ONNX_SUFFIXES:
-            kwargs.pop("device", None)
-            return cls.from_onnx(path, **kwargs)
-        return cls.from_checkpoint(path, **kwargs)
+    def from_onnx(
+        cls, path: str | PathLike[str], *, num_threads: int | None = None, session_options: Any = None, **kwargs: Any
+    ) -> Predictor:
+        """An exported file (``tools/export.py``'s) on ONNX Runtime's CPU provider; its metadata gives the
+        label map, input size and normalisation. ``num_threads``, ``session_options``: see
+        :func:`detector.deploy.onnx_runtime.create_session`; ``kwargs``: the Predictor's options."""
+        info = read_metadata(path)
+        runner = load_onnx_runner(path, num_threads=num_threads, session_options=session_options,
+                                  **_candidate_limits(info.postprocess, kwargs))
+        return cls(runner, info.label_map, **kwargs)
 
     # --- inference ---------------------------------------------------------------------------
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Tensor:
         """``HxWx3`` uint8 RGB arrays -> ``FloatTensor[B, 3, H, W]`` normalised, contiguous, on ``device``."""
-        h, w = self.image_size
-        resized = np.empty((len(images), h, w, 3), dtype=np.uint8)
-        for i, img in enumerate(images):
-            if img.shape[:2] == (h, w):
-                resized[i] = img
-            else:
-                cv2.resize(img, (w, h), dst=resized[i], interpolation=cv2.INTER_LINEAR)
-        # uint8 crosses to the device (4x less traffic than float); the NHWC -> NCHW copy happens in
-        # the same addcmul that normalises (its output is allocated contiguous).
-        batch = torch.from_numpy(resized).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        out = torch.empty((len(images), 3, h, w), dtype=torch.float32, device=self.device)
-        return torch.addcmul(self._shift, batch, self._scale, out=out)
+        return self._preprocess(images)
 
     def predict(self, image: ImageInput) -> dict[str, Any]:
         """Detections of one image (a path, a PIL image or an ``HxWx3`` uint8 RGB array).
@@ -310,27 +295,23 @@ class Predictor:
         arrays = [to_rgb_array(im) for im in images]
         if not arrays:
             return []
-        outputs = self.runner(self.preprocess(arrays))
+        outputs = self.runner(self.preprocess(arrays), [arr.shape[:2] for arr in arrays])
         if len(outputs) != len(arrays):
             raise RuntimeError(f"the runner returned {len(outputs)} results for {len(arrays)} images")
-        return [self._finish(out, arr.shape[:2]) for out, arr in zip(outputs, arrays)]
+        return [self._finish(out) for out in outputs]
 
-    def _finish(self, out: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
-        """Runner output (network-input pixels) -> the public result in original pixels."""
-        boxes = _numpy(out["boxes"], np.float32, (4,))
-        scores = _numpy(out["scores"], np.float32)
-        labels = _numpy(out["labels"], np.int64)
+    def _finish(self, out: Mapping[str, Any]) -> dict[str, Any]:
+        """Runner output (original pixels) -> the public result, filtered, with ids and names."""
+        boxes = torch.as_tensor(out["boxes"]).detach().cpu().numpy().astype(np.float32).reshape(-1, 4)
+        scores = torch.as_tensor(out["scores"]).detach().cpu().numpy().astype(np.float32).reshape(-1)
+        labels = torch.as_tensor(out["labels"]).detach().cpu().numpy().astype(np.int64).reshape(-1)
         keep = (scores >= self.score_threshold) & self._keep_label[labels]
         idx = np.flatnonzero(keep)
         idx = idx[np.argsort(-scores[idx], kind="stable")][: self.max_detections]
-        boxes, scores, labels = boxes[idx], scores[idx], labels[idx]
-        h, w = size
-        in_h, in_w = self.image_size
-        boxes = boxes * np.array([w / in_w, h / in_h, w / in_w, h / in_h], dtype=np.float32)
-        boxes = np.clip(boxes, 0.0, np.array([w, h, w, h], dtype=np.float32)).astype(np.float32)
+        labels = labels[idx]
         return {
-            "boxes": boxes,
-            "scores": scores,
+            "boxes": boxes[idx],
+            "scores": scores[idx],
             "labels": labels,
             "category_ids": self._category_ids[labels],
             "names": [self._names[i] for i in labels],

@@ -6,8 +6,6 @@ import argparse
 import copy
 import functools
 import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import cv2
@@ -20,6 +18,7 @@ from detector import LabelMap, Predictor, build_model, load_checkpoint, save_che
 from detector.data.io import ImageReadError
 from detector.data.transforms import build_transforms
 from detector.inference import fuse_conv_bn
+from detector.modeling.boxes import scale_boxes_to_image
 
 ROOT = Path(__file__).resolve().parents[1]
 RACCOON = ROOT / ".." / "shared" / "data" / "raccoon" / "images"
@@ -84,12 +83,21 @@ def manual_input(image: np.ndarray, mean, std) -> torch.Tensor:
 
 
 def assert_same(a: dict, b: dict, atol: float = 1e-4) -> None:
+    """The same detections: one-to-one, same label, id and name, score to 1e-5, box to ``atol``; both
+    best first. Detections whose scores tie to float rounding may come in either order (a batch of
+    one and a batch of three round differently), so they are matched, not zipped."""
     assert len(a["scores"]) == len(b["scores"])
-    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=atol)
-    np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
-    np.testing.assert_array_equal(a["labels"], b["labels"])
-    np.testing.assert_array_equal(a["category_ids"], b["category_ids"])
-    assert a["names"] == b["names"]
+    for d in (a, b):
+        assert (np.diff(d["scores"]) <= 0).all()
+        assert d["category_ids"].tolist() == [LABELS.category_ids[i - 1] for i in d["labels"].tolist()]
+        assert d["names"] == [LABELS.names[i - 1] for i in d["labels"].tolist()]
+    used: set[int] = set()
+    for i in range(len(a["scores"])):
+        close = ((b["labels"] == a["labels"][i]) & (np.abs(b["scores"] - a["scores"][i]) <= 1e-5)
+                 & (np.abs(b["boxes"] - a["boxes"][i]).max(axis=1) <= atol))
+        free = [j for j in np.flatnonzero(close).tolist() if j not in used]
+        assert free, f"detection {i} {a['boxes'][i]} (score {a['scores'][i]:.6f}) has no match"
+        used.add(free[0])
 
 
 # --- equivalence with the model --------------------------------------------------------------
@@ -139,7 +147,7 @@ def test_known_box_maps_to_original_pixels(h: int, w: int) -> None:
     model = tiny_model()
     anchors = model.anchors
     j = int(((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])).argmax()) // 2
-    target = torch.tensor([32.0, 16.0, 96.0, 112.0])  # xyxy in the 128x128 input
+    # The target box is [32, 16, 96, 112] xyxy in the 128x128 input: centre (64, 64), size 64 x 96.
     # SSD box coding with (10, 10, 5, 5) weights, written out so the test does not use BoxCoder.
     a = anchors[j]
     aw, ah = a[2] - a[0], a[3] - a[1]
@@ -163,24 +171,35 @@ def test_known_box_maps_to_original_pixels(h: int, w: int) -> None:
     assert det["scores"][0] > 0.99
 
 
-def test_runner_contract_numpy_runner_and_clipping() -> None:
-    """A backend returning numpy in network-input pixels: rescaled per image, clipped, mapped to ids."""
-    calls = []
+class NumpyRunner:
+    """A backend of the runner contract that returns numpy arrays, mapped with the package's function."""
 
-    def runner(images: torch.Tensor) -> list[dict]:
-        calls.append(tuple(images.shape))
+    image_size, mean, std, device = (64, 128), (0.5,) * 3, (0.25,) * 3, torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, images: torch.Tensor, image_sizes=None) -> list[dict]:
+        self.calls.append((tuple(images.shape), [tuple(s) for s in image_sizes]))
         assert images.dtype == torch.float32 and images.is_contiguous()
-        return [{"boxes": np.array([[10, 20, 50, 60], [100, 100, 140, 130]], np.float32),
-                 "scores": np.array([0.9, 0.3], np.float32), "labels": np.array([1, 2])}
-                for _ in range(images.shape[0])]
+        boxes = torch.tensor([[10, 20, 50, 60], [100, 100, 140, 130]], dtype=torch.float32)  # input pixels
+        return [{"boxes": scale_boxes_to_image(boxes, self.image_size, size).numpy(),
+                 "scores": np.array([0.9, 0.3], np.float32), "labels": np.array([1, 2])} for size in image_sizes]
 
-    p = Predictor(runner, LABELS, (64, 128), mean=(0.5,) * 3, std=(0.25,) * 3, score_threshold=0.2)
+
+def test_runner_contract_numpy_runner_and_clipping() -> None:
+    """The Predictor hands the runner one batch and each image's (h, w); a runner's numpy output in those
+    pixels comes back filtered, with ids and names."""
+    runner = NumpyRunner()
+    p = Predictor(runner, LABELS, score_threshold=0.2)
+    assert p.image_size == (64, 128) and p.mean == (0.5,) * 3
     out = p.predict_batch([np.zeros((32, 256, 3), np.uint8), np.zeros((640, 64, 3), np.uint8)])
-    assert calls == [(2, 3, 64, 128)]
+    assert runner.calls == [((2, 3, 64, 128), [(32, 256), (640, 64)])]
     # Image 1: x * 256/128, y * 32/64; the second box is clipped to the 256 x 32 frame.
     np.testing.assert_allclose(out[0]["boxes"], [[20, 10, 100, 30], [200, 32, 256, 32]])
     np.testing.assert_allclose(out[1]["boxes"], [[5, 200, 25, 600], [50, 640, 64, 640]])
     assert out[0]["category_ids"].tolist() == [7, 9] and out[1]["names"] == ["cat", "dog"]
+    assert Predictor(runner, LABELS, score_threshold=0.5).predict(np.zeros((8, 8, 3), np.uint8))["names"] == ["cat"]
 
 
 # --- input kinds, batching, filters ----------------------------------------------------------
@@ -221,7 +240,7 @@ def test_score_classes_and_max_detections_filters(predictor: Predictor) -> None:
     every = predictor.predict(image)
     assert set(every["names"]) == {"cat", "dog"}
     def variant(**options) -> Predictor:  # same network, other options: the public constructor
-        return Predictor(predictor.runner, LABELS, predictor.image_size, predictor.mean, predictor.std, **options)
+        return Predictor(predictor.runner, LABELS, **options)
 
     dogs = variant(classes=["dog"]).predict(image)
     keep = np.array(every["names"]) == "dog"
@@ -247,31 +266,45 @@ def test_unreadable_file_and_bad_array(tmp_path: Path, predictor: Predictor) -> 
 
 # --- loading -----------------------------------------------------------------------------------
 
-def test_pickle_needing_checkpoint_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "detector": {"config": argparse.Namespace(a=1)}}, path)
+class Payload:
+    """A pickle payload: unpickling it runs code that writes ``marker`` (what a hostile checkpoint does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+def test_pickle_payload_checkpoint_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "detector": {"config": Payload(marker)}}, evil)
+    torch.load(evil, weights_only=False)  # the payload is live: unpickled unsafely, it runs
+    assert marker.read_text() == "code ran"
+    marker.unlink()
     with pytest.raises(ValueError, match=r"evil\.ckpt.*weights_only=True.*refuses"):
-        Predictor.from_checkpoint(path)
+        Predictor.from_checkpoint(evil)
+    assert not marker.exists()
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         Predictor.from_checkpoint(tmp_path / "nope.ckpt")
 
 
-def test_onnx_backend_is_loaded_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delitem(sys.modules, "detector.deploy.onnx_runtime", raising=False)
-    if importlib.util.find_spec("detector.deploy.onnx_runtime") is None:
-        with pytest.raises(RuntimeError, match="onnx_backend"):
-            Predictor.from_path(tmp_path / "m.onnx")
-    seen = {}
-    fake = types.ModuleType("detector.deploy.onnx_runtime")
+def test_from_checkpoint_loads_an_onnx_file(ckpt: Path, tmp_path: Path) -> None:
+    """An exported file loads through the ONNX runner, by suffix or, misnamed, by content (issue #20)."""
+    from detector.deploy.onnx_export import export_checkpoint
 
-    def load_onnx_predictor(path, **kwargs):
-        seen.update(path=path, **kwargs)
-        return "predictor"
-
-    fake.load_onnx_predictor = load_onnx_predictor
-    monkeypatch.setitem(sys.modules, "detector.deploy.onnx_runtime", fake)
-    assert Predictor.from_path(tmp_path / "m.ONNX", device="cpu", score_threshold=0.3) == "predictor"
-    assert seen == {"path": tmp_path / "m.ONNX", "score_threshold": 0.3}
+    export_checkpoint(ckpt, tmp_path / "m.onnx", dynamic_batch=True, verify=False)
+    (tmp_path / "m.bin").write_bytes((tmp_path / "m.onnx").read_bytes())
+    image = photo(150, 220, seed=3)
+    for name in ("m.onnx", "m.bin"):
+        p = Predictor.from_checkpoint(tmp_path / name, num_threads=1)
+        assert type(p.runner).__name__ == "OnnxRunner" and p.label_map == LABELS and p.image_size == (SIZE, SIZE)
+        det = p.predict(image)
+        assert len(det["scores"]) > 0 and set(det["names"]) <= {"cat", "dog"}
+        assert (det["boxes"][:, 2] <= 220).all() and (det["boxes"][:, 3] <= 150).all()
+    with pytest.raises(ValueError, match="ONNX file.*CPU"):
+        Predictor.from_checkpoint(tmp_path / "m.onnx", device="cuda")
 
 
 def test_demo_video_detect_fn_uses_predictor(ckpt: Path, tmp_path: Path) -> None:

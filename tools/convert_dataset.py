@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from detector.data.converters import voc_to_coco, write_coco, yolo_to_coco
 
 

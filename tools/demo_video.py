@@ -18,13 +18,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from detector.video.tracking import Tracker
+from detector.checkpoint import resolve_device
+from detector.inference import Predictor
 from detector.video.io import VideoReadError
 from detector.video.pipeline import DetectFn, run_video
+from detector.video.tracking import Tracker
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -37,7 +36,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-threshold", type=float, default=0.4, help="default: %(default)s")
     parser.add_argument("--classes", help="comma-separated class names to keep, e.g. car,truck,bus,person")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    parser.add_argument("--device", default="cpu", help="torch device for --backend torch (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device for --backend torch: cpu, cuda, cuda:1, auto (default: %(default)s)")
     parser.add_argument("--track", action="store_true", help="give objects stable ids across frames")
     parser.add_argument("--max-age", type=int, default=15, help="frames a lost track is kept (with --track)")
     parser.add_argument("--min-hits", type=int, default=3, help="hits before a track gets an id (with --track)")
@@ -53,32 +52,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_detect_fn(checkpoint: Path, backend: str, device: str) -> DetectFn:
     """``frame -> {"boxes", "scores", "labels", "names"}`` from :class:`detector.inference.Predictor`."""
     try:
-        from detector.inference import Predictor
-    except ImportError as err:  # the Predictor lands with issue #6's inference part
-        raise SystemExit(f"error: detector.inference.Predictor is not available ({err})") from err
-    try:
         if backend == "onnx":
             predictor = Predictor.from_onnx(checkpoint)
         else:
-            predictor = Predictor.from_checkpoint(checkpoint, device=device)
+            predictor = Predictor.from_checkpoint(checkpoint, device=resolve_device(device))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
-        # e.g. a checkpoint that needs code to unpickle (refused), or no ONNX backend in this version
+        # e.g. a checkpoint that needs code to unpickle (refused), or an ONNX file without our metadata
         raise SystemExit(f"error: {err}") from err
-
-    def detect(frame: np.ndarray) -> dict[str, Any]:
-        return predictor.predict(frame)
-
-    return detect
+    return predictor.predict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    source: str | int = int(args.input) if args.input.isdigit() and not Path(args.input).exists() else args.input
     detect_fn = build_detect_fn(args.checkpoint, args.backend, args.device)
     tracker = Tracker(max_age=args.max_age, min_hits=args.min_hits) if args.track else None
     try:
-        summary = run_video(source, args.output, detect_fn, classes=classes, score_threshold=args.score_threshold,
+        summary = run_video(args.input, args.output, detect_fn, classes=classes, score_threshold=args.score_threshold,
                             track=args.track, max_frames=args.max_frames, tracker=tracker, fps=args.fps,
                             progress=not args.no_progress)
     except VideoReadError as err:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -60,49 +61,50 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    from detector.pretrain import export_classifier_onnx, is_classifier_checkpoint
+def export_classifier(args: argparse.Namespace) -> int:
+    """tools/train_classifier.py's checkpoints: logits out, class names in the metadata."""
+    from detector.pretrain import export_classifier_onnx
 
-    if is_classifier_checkpoint(args.checkpoint):  # tools/train_classifier.py's: logits out, class names in metadata
-        if args.with_nms or args.int8:
-            print("error: --with-nms and --int8 apply to detector checkpoints, not classifiers", file=sys.stderr)
-            return 2
-        path = export_classifier_onnx(args.checkpoint, args.output, image_size=args.image_size, opset=args.opset,
-                                      dynamic_batch=args.dynamic_batch)
-        print(f"exported classifier {args.checkpoint} (logits out, class names in the metadata) -> {path}")
-        return 0
+    if args.with_nms or args.int8:
+        print("error: --with-nms and --int8 apply to detector checkpoints, not classifiers", file=sys.stderr)
+        return 2
+    path = export_classifier_onnx(args.checkpoint, args.output, image_size=args.image_size, opset=args.opset,
+                                  dynamic_batch=args.dynamic_batch)
+    print(f"exported classifier {args.checkpoint} (logits out, class names in the metadata) -> {path}")
+    return 0
+
+
+def export_detector(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The fp32 export (and the int8 one with ``--int8``); returns the fp32 result and what was written."""
     from detector.deploy.onnx_export import export_checkpoint
 
-    written: list[str] = []
-    try:
+    start = time.perf_counter()
+    result = export_checkpoint(
+        args.checkpoint, args.output, image_size=args.image_size, opset=args.opset,
+        dynamic_batch=args.dynamic_batch, with_nms=args.with_nms,
+    )
+    check = "" if result.max_abs_diff is None else f"; ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.2e}"
+    written = [(f"fp32 ({_mb(result.size_bytes)}, opset {result.opset}, outputs: {', '.join(result.info.outputs)}"
+                f"{check}, {time.perf_counter() - start:.1f} s) -> {result.path}")]
+    if args.int8:
+        from detector.deploy.quantize import find_calibration_images, quantize_onnx
+
+        files = find_calibration_images(args.calibration_images, args.calibration_count)
         start = time.perf_counter()
-        result = export_checkpoint(
-            args.checkpoint, args.output, image_size=args.image_size, opset=args.opset,
-            dynamic_batch=args.dynamic_batch, with_nms=args.with_nms,
-        )
-        info = result.info
-        outputs = ", ".join(info.outputs)
-        check = "" if result.max_abs_diff is None else f"; ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.2e}"
-        written.append(f"fp32 ({_mb(result.size_bytes)}, opset {result.opset}, outputs: {outputs}{check}, "
-                       f"{time.perf_counter() - start:.1f} s) -> {result.path}")
-        if args.int8:
-            from detector.deploy.quantize import find_calibration_images, quantize_onnx
+        quant = quantize_onnx(result.path, int8_path(args.output), files, calibration_count=None, progress=True)
+        written.append(f"int8 QDQ, per-channel weights ({_mb(quant.size_bytes)}, {quant.quantized_nodes} "
+                       f"QuantizeLinear nodes, calibrated on {quant.calibration_images} images, "
+                       f"{time.perf_counter() - start:.1f} s) -> {quant.path}")
+    return result, written
 
-            files = find_calibration_images(args.calibration_images, args.calibration_count)
-            start = time.perf_counter()
-            quant = quantize_onnx(result.path, int8_path(args.output), files, calibration_count=None, progress=True)
-            written.append(f"int8 QDQ, per-channel weights ({_mb(quant.size_bytes)}, {quant.quantized_nodes} "
-                           f"QuantizeLinear nodes, calibrated on {quant.calibration_images} images, "
-                           f"{time.perf_counter() - start:.1f} s) -> {quant.path}")
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
+def print_summary(args: argparse.Namespace, result: Any, written: list[str]) -> None:
+    info = result.info
     h, w = info.image_size
+    names = info.label_map.names
     pp = info.postprocess
-    print(f"exported {args.checkpoint}: {len(info.label_map.names)} classes "
-          f"({', '.join(info.label_map.names[:8])}{', ...' if len(info.label_map.names) > 8 else ''}), "
+    print(f"exported {args.checkpoint}: {len(names)} classes "
+          f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}), "
           f"input images float32[{'batch' if args.dynamic_batch else 1}, 3, {h}, {w}] "
           f"normalised with mean {list(info.mean)} std {list(info.std)}, {result.num_anchors} anchors")
     if info.with_nms:
@@ -113,6 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {line}")
     first = int8_path(args.output) if args.int8 else args.output
     print(f"try: python tools/predict.py --checkpoint {first} --backend onnx --input IMAGES --output DIR")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from detector.pretrain import is_classifier_checkpoint
+
+    try:
+        if is_classifier_checkpoint(args.checkpoint):
+            return export_classifier(args)
+        result, written = export_detector(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_summary(args, result, written)
     return 0
 
 

@@ -9,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-
 from detector.data.synthetic import CLASSES, SyntheticConfig, make_synthetic
 
 

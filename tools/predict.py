@@ -18,7 +18,7 @@ import argparse
 import glob
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,24 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from detector.pretrain import is_classifier_checkpoint, predict_images
-from detector.data.io import ImageReadError, load_image
+from detector.data.io import ImageReadError, list_images, load_image
+from detector.evaluation.coco import predictions_to_results
+from detector.files import atomic_write, atomic_write_text
 from detector.inference import Predictor
+from detector.pretrain import is_classifier_checkpoint, predict_images
 from detector.video.draw import draw_detections
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (or .onnx with --backend onnx)")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint or exported .onnx")
     parser.add_argument("--input", required=True, help="image file, folder or glob pattern")
     parser.add_argument("--output", type=Path, required=True, help="folder for drawn images and detections.json")
     parser.add_argument("--score-threshold", type=float, default=0.4, help="default: %(default)s")
     parser.add_argument("--classes", help="comma-separated class names to keep")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: run the file with ONNX Runtime (an .onnx file is run so in any case)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device for --backend torch: cpu, cuda, auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,13 +65,11 @@ def find_images(spec: str) -> list[tuple[Path, str]]:
     if path.is_file():
         return [(path, path.name)]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return [(p, p.relative_to(path).as_posix()) for p in files]
+        return [(p, p.relative_to(path).as_posix()) for p in list_images(path)]
     if glob.has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         out: list[tuple[Path, str]] = []
         used: set[str] = set()
-        for p in files:
+        for p in sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()):
             name, k = p.name, 1
             while name in used:
                 name, k = f"{p.stem}_{k}{p.suffix}", k + 1
@@ -80,53 +79,62 @@ def find_images(spec: str) -> list[tuple[Path, str]]:
     raise FileNotFoundError(f"--input {spec!r} is not an image file, a folder or a glob pattern that exists")
 
 
-def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def save_image(image: np.ndarray, path: Path) -> None:
-    """Write in the format the suffix names (JPEG at quality 95; RGB everywhere)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(image).save(path, **options)
+    """Write in the format the suffix names (JPEG at quality 95; RGB everywhere), atomically."""
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    with atomic_write(path) as tmp:
+        Image.fromarray(image).save(tmp, format=fmt, **options)
 
 
 def coco_results(det: dict[str, Any], image_id: int, file_name: str) -> list[dict[str, Any]]:
-    """COCO results entries (``bbox`` as ``[x, y, w, h]``) for one image's detections."""
-    entries = []
-    for (x1, y1, x2, y2), score, cat in zip(det["boxes"].tolist(), det["scores"].tolist(), det["category_ids"].tolist()):
-        entries.append({
-            "image_id": image_id,
-            "category_id": int(cat),
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(score, 5),
-            "file_name": file_name,
-        })
-    return entries
+    """COCO results entries (``bbox`` ``[x, y, w, h]`` to 0.01 px, score to 1e-5) with ``file_name``."""
+    return [{**r, "bbox": [round(v, 2) for v in r["bbox"]], "score": round(r["score"], 5), "file_name": file_name}
+            for r in predictions_to_results([image_id], [det])]
 
 
-def load_predictor(args: argparse.Namespace, classes: list[str] | None) -> Predictor:
+def load_predictor(args: argparse.Namespace) -> Predictor:
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     options = {"score_threshold": args.score_threshold, "classes": classes}
     if args.backend == "onnx":
         return Predictor.from_onnx(args.checkpoint, **options)
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
 
 
+def predict_all(predictor: Predictor, inputs: list[tuple[Path, str]], args: argparse.Namespace) -> tuple[list, list, list]:
+    """Detect, draw and save batch by batch; returns the COCO results, the image index and the unreadable files."""
+    results: list[dict[str, Any]] = []
+    index: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    with tqdm(total=len(inputs), desc="predict", unit="img", disable=args.no_progress) as bar:
+        for start in range(0, len(inputs), args.batch_size):
+            chunk = inputs[start:start + args.batch_size]
+            loaded = []
+            for path, name in chunk:
+                try:
+                    loaded.append((load_image(path), name))
+                except ImageReadError as err:
+                    unreadable.append(str(path))
+                    tqdm.write(f"skipped: {err}", file=sys.stderr)
+            detections = predictor.predict_batch([image for image, _ in loaded]) if loaded else []
+            for (image, name), det in zip(loaded, detections):
+                image_id = len(index) + 1
+                index.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+                results.extend(coco_results(det, image_id, name))
+                save_image(draw_detections(image, det["boxes"], det["scores"], det["names"]), args.output / name)
+            bar.update(len(chunk))
+    return results, index, unreadable
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend == "torch" and is_classifier_checkpoint(args.checkpoint):
-        # A classifier (tools/train_classifier.py): print the top-5 classes of each image.
-        try:
-            inputs = find_images(args.input)
-        except FileNotFoundError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        return predict_images(args.checkpoint, inputs, args.output, k=5, batch_size=args.batch_size, device=args.device)
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     try:
         inputs = find_images(args.input)
-        predictor = load_predictor(args, classes)
+        if args.backend == "torch" and is_classifier_checkpoint(args.checkpoint):
+            # A classifier (tools/train_classifier.py): print the top-5 classes of each image.
+            return predict_images(args.checkpoint, inputs, args.output, k=5, batch_size=args.batch_size,
+                                  device=args.device)
+        predictor = load_predictor(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -135,30 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     args.output.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    index: list[dict[str, Any]] = []
-    unreadable: list[str] = []
-    bar = tqdm(total=len(inputs), desc="predict", unit="img", disable=args.no_progress)
-    for chunk in batches(inputs, args.batch_size):
-        loaded = []
-        for path, name in chunk:
-            try:
-                loaded.append((load_image(path), name))
-            except ImageReadError as err:
-                unreadable.append(str(path))
-                tqdm.write(f"skipped: {err}", file=sys.stderr)
-        detections = predictor.predict_batch([image for image, _ in loaded]) if loaded else []
-        for (image, name), det in zip(loaded, detections):
-            image_id = len(index) + 1
-            index.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
-            results.extend(coco_results(det, image_id, name))
-            save_image(draw_detections(image, det["boxes"], det["scores"], det["names"]), args.output / name)
-        bar.update(len(chunk))
-    bar.close()
-
+    results, index, unreadable = predict_all(predictor, inputs, args)
     detections_path = args.output / "detections.json"
-    detections_path.write_text(json.dumps(results))
-    (args.output / "images.json").write_text(json.dumps({"images": index, "categories": predictor.label_map.categories()}))
+    atomic_write_text(detections_path, json.dumps(results))
+    atomic_write_text(args.output / "images.json",
+                      json.dumps({"images": index, "categories": predictor.label_map.categories()}))
     print(f"{len(index)} image(s) with {len(results)} detection(s) drawn into {args.output}/; "
           f"COCO results in {detections_path}, image index in {args.output / 'images.json'}")
     if unreadable:

@@ -6,22 +6,16 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-
 from detector.data.coco import CocoDetection
-from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PIPELINES, build_transforms
-
-
-def _palette(k: int) -> tuple[int, int, int]:
-    hue = int(180 * ((k * 0.618034) % 1.0))
-    bgr = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
-    return int(bgr[0]), int(bgr[1]), int(bgr[2])
+from detector.data.transforms import PIPELINES, build_transforms
+from detector.evaluation.plots import sample_grid
+from detector.files import atomic_write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,45 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     train = args.pipeline != "eval"
     transform = build_transforms(args.pipeline if train else "none", args.image_size, train, seed=args.seed)
     dataset = CocoDetection(args.images, args.annotations, transform)
-    rng = np.random.default_rng(args.seed)
-    picks = rng.choice(len(dataset), size=args.num, replace=args.num > len(dataset))
-    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
-    tiles = []
-    for index in picks:
-        item = dataset[int(index)]
-        if item is None:
-            continue
-        image, target = item
-        # Undo Normalize to get displayable uint8 BGR.
-        rgb = np.clip((image.permute(1, 2, 0).numpy() * std + mean) * 255, 0, 255).astype(np.uint8)
-        tile = np.ascontiguousarray(rgb[..., ::-1])
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
-            colour = _palette(label)
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
-            cv2.rectangle(tile, (x1, y1), (x2 - 1, y2 - 1), colour, 2)
-            name = dataset.label_map.name_of_label(label)
-            (tw, th), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-            ty = max(y1, th + 4)
-            cv2.rectangle(tile, (x1, ty - th - 4), (x1 + tw + 4, ty), colour, -1)
-            cv2.putText(tile, name, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(tile, target["file_name"], (4, tile.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(tile)
-    if not tiles:
+    picks = np.random.default_rng(args.seed).choice(len(dataset), size=args.num, replace=args.num > len(dataset))
+    grid, count = sample_grid(dataset, picks)
+    if count == 0:
         print("no readable samples", file=sys.stderr)
         return 1
-    cols = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    h, w = tiles[0].shape[:2]
-    grid = np.full((rows * h, cols * w, 3), 32, np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, cols)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
-    args.output.mkdir(parents=True, exist_ok=True)
     out = args.output / f"samples_{args.pipeline}.jpg"
-    cv2.imwrite(str(out), grid, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    print(f"wrote {out}: {len(tiles)} samples of {dataset} through pipeline {args.pipeline!r}, "
-          f"{rows}x{cols} grid of {w}x{h}")
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise SystemExit(f"could not encode {out}")
+    with atomic_write(out) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+    print(f"wrote {out}: {count} samples of {dataset} through pipeline {args.pipeline!r} "
+          f"({grid.shape[1]}x{grid.shape[0]} px)")
     return 0
 
 

@@ -3,27 +3,31 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 from torch import Tensor
 
-from detector.data.io import ImageReadError, load_image
+from detector.data.io import ImageReadError, is_image_file, load_image
 from detector.labels import LabelMap
 
 __all__ = [
+    "MAX_MISSING_FRACTION",
     "CocoDetection",
     "DatasetStats",
+    "check_coco",
     "detection_collate",
     "load_coco_json",
     "seed_transform",
@@ -32,12 +36,24 @@ __all__ = [
 
 Target = dict[str, Any]
 
+#: With ``missing="skip"``, more than this share of the listed images absent means the images folder
+#: (or the JSON) is wrong, not that a few files were lost: the dataset refuses to build.
+MAX_MISSING_FRACTION = 0.5
+
 
 def load_coco_json(annotation_file: str | PathLike[str]) -> dict[str, Any]:
-    """Read a COCO annotation file; a clear ``ValueError`` names the file when it is not valid COCO JSON."""
+    """Read a COCO annotation file and refuse one that cannot be trained on safely.
+
+    Raises:
+        ValueError (naming the file): not JSON, not UTF-8 text (a UTF-8 byte-order mark is accepted),
+            not COCO (no ``images`` / ``categories``), or defective: an image without ``id`` or
+            ``file_name``, a non-integer image id, an image id or file name listed twice, an
+            annotation without ``id`` or an annotation id listed twice (pycocotools keeps one of
+            each duplicate, so the other's boxes would silently vanish or be scored twice).
+    """
     path = Path(annotation_file)
     try:
-        with path.open("r", encoding="utf-8") as f:
+        with path.open("r", encoding="utf-8-sig") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"annotation file {str(path)!r} is not valid JSON: {err}") from err
@@ -46,7 +62,49 @@ def load_coco_json(annotation_file: str | PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
         raise ValueError(f"annotation file {str(path)!r} is not COCO format: it needs 'images' and 'categories'")
     data.setdefault("annotations", [])
+    check_coco(data, path)
     return data
+
+
+def _repeated(values: Sequence[Any]) -> tuple[int, list[str]]:
+    """(entries beyond the first of each value, ``"value (xN)"`` for each repeated value, most first)."""
+    counts = Counter(v if isinstance(v, Hashable) else repr(v) for v in values)
+    repeated = sorted(((n, v) for v, n in counts.items() if n > 1), key=lambda t: -t[0])
+    return sum(n - 1 for n, _ in repeated), [f"{v!r} (x{n})" for n, v in repeated]
+
+
+def check_coco(data: dict[str, Any], source: str | PathLike[str]) -> None:
+    """Raise ``ValueError`` naming ``source`` and examples when ``data`` has the defects listed in
+    :func:`load_coco_json`."""
+    images, anns = data["images"], data["annotations"]
+    if not isinstance(images, list) or not isinstance(anns, list):
+        raise ValueError(f"{source}: 'images' and 'annotations' must be lists")
+    incomplete = [i for i, im in enumerate(images) if not isinstance(im, dict) or "id" not in im or "file_name" not in im]
+    if incomplete:
+        raise ValueError(f"{source}: image entries at position(s) {_preview(incomplete)} lack 'id' or 'file_name'")
+    extra, repeated = _repeated([im["id"] for im in images])
+    if extra:
+        raise ValueError(
+            f"{source}: duplicate image ids: {extra} image entries reuse an id already listed "
+            f"({len(repeated)} id(s) listed more than once): {_preview(repeated, 10)}; every image needs its own id"
+        )
+    not_int = [im["id"] for im in images if not isinstance(im["id"], int) or isinstance(im["id"], bool)]
+    if not_int:
+        raise ValueError(f"{source}: image ids must be integers (COCO format); {len(not_int)} are not: "
+                         f"{_preview([repr(i) for i in not_int], 10)}")
+    extra, repeated = _repeated([im["file_name"] for im in images])
+    if extra:
+        raise ValueError(
+            f"{source}: duplicate file names: {extra} image entries name a file already listed "
+            f"({len(repeated)} file(s) listed more than once): {_preview(repeated, 10)}"
+        )
+    no_id = [i for i, a in enumerate(anns) if not isinstance(a, dict) or "id" not in a]
+    if no_id:
+        raise ValueError(f"{source}: annotations at position(s) {_preview(no_id)} have no 'id'")
+    extra, repeated = _repeated([a["id"] for a in anns])
+    if extra:
+        raise ValueError(f"{source}: duplicate annotation ids: {extra} annotations reuse an id already listed: "
+                         f"{_preview(repeated, 10)}")
 
 
 def _preview(items: Sequence[Any], limit: int = 20) -> str:
@@ -56,19 +114,31 @@ def _preview(items: Sequence[Any], limit: int = 20) -> str:
 
 @dataclass
 class DatasetStats:
-    """What building and reading the dataset dropped or fixed (counts; ids are COCO annotation ids)."""
+    """What building and reading the dataset dropped or fixed (counts; ids are COCO annotation ids).
 
-    images: int = 0
+    ``clipped`` and ``dropped_outside`` are measured against the JSON's ``width`` / ``height``;
+    ``unreadable``, ``size_mismatch`` (and ``missing`` without ``check_files``) fill as images are read,
+    in this process (DataLoader workers keep their own counts).
+    """
+
+    images: int = 0  # images the dataset serves (listed minus missing)
     boxes: int = 0
     crowd: int = 0
     clipped: int = 0
     dropped_invalid: list[int] = field(default_factory=list)  # zero/negative size or NaN
     dropped_outside: list[int] = field(default_factory=list)  # nothing left after clipping
     unreadable: list[str] = field(default_factory=list)  # file names that failed to decode
+    missing: list[str] = field(default_factory=list)  # file names listed but absent (skipped)
+    size_mismatch: list[str] = field(default_factory=list)  # file names whose real size differs from the JSON's
+    orphan_annotations: list[int] = field(default_factory=list)  # annotation ids whose image_id is not listed
 
     @property
     def num_unreadable(self) -> int:
         return len(self.unreadable)
+
+    @property
+    def num_missing(self) -> int:
+        return len(self.missing)
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -78,6 +148,18 @@ class CocoDetection(torch.utils.data.Dataset):
     background. ``iscrowd`` boxes never become training targets; images without boxes are kept as
     negatives. Boxes are clipped to the image; zero-size, negative and NaN boxes are dropped,
     counted in ``self.stats`` and named once in a warning.
+
+    Missing image files: with ``missing="skip"`` (the default) files listed in the JSON but absent
+    from ``images_dir`` are left out of the dataset, named in one warning and counted in
+    ``stats.missing``, unless more than :data:`MAX_MISSING_FRACTION` (half) of the listed images are
+    absent (all of them, for a one-image file): then the folder is evidently the wrong one and
+    construction stops. ``missing="error"`` stops on any missing file. ``self.coco`` still holds every
+    listed image (so an evaluation over it scores a missing image as all misses); ``self.ids`` holds
+    the images served.
+
+    Image size: boxes are in the pixels of the decoded image (EXIF orientation applied). When that
+    size differs from the JSON's ``width`` / ``height``, the real size wins: boxes are clipped to it,
+    not to the JSON's, a warning names the file and both sizes, and ``stats.size_mismatch`` counts it.
 
     Item ``i`` is ``(image, target)``:
         - ``image``: FloatTensor[3, S, S] from ``transform`` (with ``transform=None``: FloatTensor[3, H, W]
@@ -89,9 +171,11 @@ class CocoDetection(torch.utils.data.Dataset):
     in this process; DataLoader workers keep their own counts).
 
     Raises (at construction):
-        ValueError: invalid JSON (naming the file); an annotation whose ``category_id`` is not in
+        ValueError: invalid or defective JSON (see :func:`load_coco_json`: duplicate image ids or file
+            names, non-integer ids...), naming the file; an annotation whose ``category_id`` is not in
             ``categories`` (naming the annotation ids).
-        FileNotFoundError: image files listed in the JSON but absent from ``images_dir`` (named).
+        FileNotFoundError: image files listed in the JSON absent from ``images_dir``: any with
+            ``missing="error"``, more than half of them with ``missing="skip"`` (counts and names given).
     """
 
     def __init__(
@@ -102,6 +186,7 @@ class CocoDetection(torch.utils.data.Dataset):
         *,
         label_map: LabelMap | None = None,
         check_files: bool = True,
+        missing: Literal["skip", "error"] = "skip",
     ) -> None:
         """
         Args:
@@ -111,11 +196,18 @@ class CocoDetection(torch.utils.data.Dataset):
                 (``image``, pascal_voc ``bboxes``, ``labels``).
             label_map: reuse another split's map (e.g. train's for val); by default built from this
                 file's ``categories``.
-            check_files: verify every image file exists now (off only for very large remote sets).
+            check_files: verify every image file exists now (off only for very large remote sets:
+                a missing file is then found when read, skipped like an unreadable one or, with
+                ``missing="error"``, raised).
+            missing: ``"skip"`` image files that are absent (named, counted; refused when more than
+                half are) or ``"error"``: stop on any.
         """
+        if missing not in ("skip", "error"):
+            raise ValueError(f"missing must be 'skip' or 'error', got {missing!r}")
         self.images_dir = Path(images_dir)
         self.annotation_file = Path(annotation_file)
         self.transform = transform
+        self.missing = missing
         data = load_coco_json(self.annotation_file)
         self.label_map = label_map if label_map is not None else LabelMap.from_categories(data["categories"])
         known = set(self.label_map.category_ids)
@@ -130,33 +222,66 @@ class CocoDetection(torch.utils.data.Dataset):
             self.coco = COCO()
             self.coco.dataset = data
             self.coco.createIndex()
+        self.stats = DatasetStats()
         self.ids: list[int] = sorted(self.coco.imgs)
         if check_files:
-            missing = [self.coco.imgs[i]["file_name"] for i in self.ids
-                       if not (self.images_dir / self.coco.imgs[i]["file_name"]).is_file()]
-            if missing:
-                raise FileNotFoundError(
-                    f"{len(missing)} image file(s) listed in {self.annotation_file} are missing from "
-                    f"{self.images_dir}: {_preview(missing)}"
-                )
-        self.stats = DatasetStats(images=len(self.ids))
+            self.ids = self._skip_missing(self.ids)
+        self.stats.images = len(self.ids)
+        self._seen_mismatch: set[str] = set()
         self._targets = {i: self._prepare_target(i) for i in self.ids}
-        self.stats.boxes = sum(len(b) for b, _ in self._targets.values())
+        self.stats.orphan_annotations = [a["id"] for a in data["annotations"] if a.get("image_id") not in self.coco.imgs]
+        self._warn_dropped()
+
+    def _skip_missing(self, ids: list[int]) -> list[int]:
+        """``ids`` whose file exists; the rest named in a warning, or an error (see the class docstring)."""
+        absent = {i for i in ids if not (self.images_dir / self.coco.imgs[i]["file_name"]).is_file()}
+        if not absent:
+            return ids
+        names = [self.coco.imgs[i]["file_name"] for i in sorted(absent)]
+        counted = f"{len(absent)} image file(s) of the {len(ids)} listed in {self.annotation_file} are missing from "
+        if self.missing == "error" or len(absent) > MAX_MISSING_FRACTION * len(ids):
+            why = ("missing='error' allows none" if self.missing == "error" else
+                   f"more than {MAX_MISSING_FRACTION:.0%} missing: is this the right images folder for this file?")
+            raise FileNotFoundError(f"{counted}{self.images_dir} ({why}): {_preview(names, 10)}; {self._folder_hint()}")
+        boxes = sum(len(self.coco.imgToAnns.get(i, [])) for i in absent)
+        self.stats.missing = names
+        warnings.warn(f"{counted}{self.images_dir}; skipping them (and their {boxes} annotation(s)): "
+                      f"{_preview(names)}", stacklevel=3)
+        return [i for i in ids if i not in absent]
+
+    def _folder_hint(self) -> str:
+        """What the images folder holds, so a wrong folder or renamed files show at a glance."""
+        if not self.images_dir.is_dir():
+            return "the folder does not exist"
+        present = list(itertools.islice((p.name for p in sorted(self.images_dir.iterdir()) if is_image_file(p)), 3))
+        return f"the folder holds e.g. {', '.join(present)}" if present else "the folder holds no image files"
+
+    def _warn_dropped(self) -> None:
         if self.stats.dropped_invalid:
             warnings.warn(
                 f"{self.annotation_file}: dropped {len(self.stats.dropped_invalid)} box(es) with zero or negative "
                 f"size or NaN: annotation id(s) {_preview(self.stats.dropped_invalid)}",
-                stacklevel=2,
+                stacklevel=3,
             )
         if self.stats.dropped_outside:
             warnings.warn(
                 f"{self.annotation_file}: dropped {len(self.stats.dropped_outside)} box(es) entirely outside "
                 f"their image: annotation id(s) {_preview(self.stats.dropped_outside)}",
-                stacklevel=2,
+                stacklevel=3,
+            )
+        if self.stats.orphan_annotations:
+            warnings.warn(
+                f"{self.annotation_file}: {len(self.stats.orphan_annotations)} annotation(s) refer to an image_id "
+                f"that 'images' does not list and are unused: annotation id(s) {_preview(self.stats.orphan_annotations)}",
+                stacklevel=3,
             )
 
     def _prepare_target(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes [N, 4] xyxy float32 (clipped to the JSON's image size when it gives one) and labels [N]."""
+        """Valid boxes [N, 4] xyxy float32, not yet clipped, and labels [N].
+
+        Clipping waits for the decoded image (its real size wins over the JSON's); the stats count
+        clipped and outside boxes against the JSON's size, which agree when the JSON is right.
+        """
         info = self.coco.imgs[image_id]
         width, height = float(info.get("width") or math.inf), float(info.get("height") or math.inf)
         boxes, labels = [], []
@@ -177,9 +302,10 @@ class CocoDetection(torch.utils.data.Dataset):
             clipped = np.clip(box, 0, [width, height, width, height])
             if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
                 self.stats.dropped_outside.append(ann.get("id"))
-                continue
-            self.stats.clipped += int(not np.array_equal(box, clipped))
-            boxes.append(clipped)
+            else:
+                self.stats.clipped += int(not np.array_equal(box, clipped))
+                self.stats.boxes += 1
+            boxes.append(box)
             labels.append(self.label_map.label_of_category(ann["category_id"]))
         return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64))
 
@@ -188,17 +314,26 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target] | None:
         image_id = self.ids[index]
-        file_name = self.coco.imgs[image_id]["file_name"]
+        info = self.coco.imgs[image_id]
+        file_name = info["file_name"]
         path = self.images_dir / file_name
         try:
             image = load_image(path)
         except ImageReadError as err:
-            self.stats.unreadable.append(file_name)
-            warnings.warn(f"skipping unreadable image {path}: {err.reason}", stacklevel=2)
+            if err.reason == "file not found":  # only without check_files
+                if self.missing == "error":
+                    raise FileNotFoundError(f"image {str(path)!r} listed in {self.annotation_file} is missing "
+                                            f"(missing='error')") from err
+                _note(self.stats.missing, file_name)
+                warnings.warn(f"skipping missing image {path}", stacklevel=2)
+            else:
+                _note(self.stats.unreadable, file_name)
+                warnings.warn(f"skipping unreadable image {path}: {err.reason}", stacklevel=2)
             return None
         h, w = image.shape[:2]
+        self._check_size(info, path, h, w)
         boxes, labels = self._targets[image_id]
-        # The decoded size can differ from the JSON's (EXIF rotation, wrong metadata): clip again.
+        # Boxes are in the decoded image's pixels (EXIF rotation applied): clip to its real size.
         boxes = np.clip(boxes, 0, np.array([w, h, w, h], dtype=np.float32))
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, labels = boxes[keep], labels[keep]
@@ -218,9 +353,30 @@ class CocoDetection(torch.utils.data.Dataset):
         }
         return tensor, target
 
+    def _check_size(self, info: dict[str, Any], path: Path, h: int, w: int) -> None:
+        """Warn once per file (per process) when the JSON's width / height disagree with the image."""
+        json_w, json_h = info.get("width"), info.get("height")
+        if not json_w or not json_h or (int(json_h), int(json_w)) == (h, w) or info["file_name"] in self._seen_mismatch:
+            return
+        self._seen_mismatch.add(info["file_name"])
+        self.stats.size_mismatch.append(info["file_name"])
+        hint = " (width and height swapped: a JSON written from the stored, not EXIF-rotated, size?)" \
+            if (int(json_h), int(json_w)) == (w, h) else ""
+        warnings.warn(
+            f"{path}: the image is {w}x{h} (w x h) but {self.annotation_file} says {json_w}x{json_h}{hint}; "
+            f"using the real size: boxes are read in the image's pixels and clipped to {w}x{h}",
+            stacklevel=3,
+        )
+
     def __repr__(self) -> str:
         return (f"CocoDetection({self.annotation_file}, images={len(self)}, boxes={self.stats.boxes}, "
                 f"classes={len(self.label_map.category_ids)})")
+
+
+def _note(names: list[str], name: str) -> None:
+    """Record ``name`` once: an image read every epoch is one file, not one per epoch."""
+    if name not in names:
+        names.append(name)
 
 
 def detection_collate(batch: Sequence[tuple[Tensor, Target] | None]) -> tuple[Tensor, list[Target]]:

@@ -5,7 +5,14 @@ arrives in. Both clip boxes to the image and drop (and report) boxes that are em
 
 Coordinate conventions:
 - VOC ``<bndbox>`` values are read as pixel-edge ``xyxy`` (``w = xmax - xmin``), the convention of
-  LabelImg and most exporters that write VOC today; a ``xmin == xmax`` box is zero-size.
+  LabelImg and most exporters that write VOC today; a ``xmin == xmax`` box is zero-size. No 1-based
+  shift is applied (the original VOC devkit's 1-based inclusive reading would move every box by one
+  pixel and widen it by one): COCO ``x = xmin``, ``y = ymin``, ``w = xmax - xmin``, ``h = ymax - ymin``.
+- VOC ``<difficult>1</difficult>``: by default the box is kept as an ignore region, ``iscrowd=1``
+  with ``"difficult": 1`` (mmdetection's reading, and VOC's metric: detecting it is neither a hit
+  nor a false positive, missing it is no miss; pycocotools treats ``iscrowd`` the same way). This
+  project's training never uses ``iscrowd`` boxes as targets. ``difficult="keep"`` writes it as an
+  ordinary box (``iscrowd=0``, ``"difficult": 1``; detectron2 trains on them), ``"drop"`` leaves it out.
 - YOLO lines are ``class cx cy w h`` normalised by the image's width and height (as displayed,
   i.e. after EXIF rotation); ``class`` indexes the classes file, 0-based.
 """
@@ -19,14 +26,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from detector.data.io import image_size
+from detector.data.io import IMAGE_SUFFIXES, ImageReadError, image_size, list_images
 
-__all__ = ["ConversionReport", "IMAGE_EXTENSIONS", "voc_to_coco", "yolo_to_coco", "write_coco", "read_split_file"]
+__all__ = ["IMAGE_EXTENSIONS", "ConversionReport", "read_split_file", "read_text", "voc_to_coco", "write_coco",
+           "yolo_to_coco"]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the old name of detector.data.io's one list, kept for callers
 PathT = str | PathLike[str]
+Difficult = Literal["ignore", "keep", "drop"]
 
 
 @dataclass
@@ -40,6 +49,7 @@ class ConversionReport:
     clipped: int = 0
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["file: detail", ...]
     images_without_boxes: int = 0
+    difficult: int = 0  # VOC difficult boxes written (as iscrowd=1 ignore regions, or kept as boxes)
 
     def drop(self, reason: str, where: str) -> None:
         self.dropped.setdefault(reason, []).append(where)
@@ -51,7 +61,8 @@ class ConversionReport:
     def summary(self) -> str:
         lines = [
             f"images: {self.images} ({self.images_without_boxes} without boxes)",
-            f"boxes: {self.boxes} (clipped to the image: {self.clipped})",
+            f"boxes: {self.boxes} (clipped to the image: {self.clipped}"
+            + (f"; VOC difficult: {self.difficult}" if self.difficult else "") + ")",
             f"classes: {len(self.classes)}: "
             + ", ".join(f"{c} ({self.boxes_per_class.get(c, 0)})" for c in self.classes),
             f"boxes dropped: {self.num_dropped}",
@@ -62,10 +73,18 @@ class ConversionReport:
         return "\n".join(lines)
 
 
+def read_text(path: PathT) -> str:
+    """A UTF-8 text file (a byte-order mark is accepted); a clear ``ValueError`` names a file that is not."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from err
+
+
 def read_split_file(path: PathT) -> list[str]:
     """Image stems listed one per line (VOC ``ImageSets/Main/*.txt``; paths or names also accepted)."""
     stems = []
-    for line in Path(path).read_text().splitlines():
+    for line in read_text(path).splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             # VOC's per-class lists read "name  1"; keep the name.
@@ -103,21 +122,35 @@ def _find_image(images_dir: Path, file_name: str, stem: str) -> Path | None:
     candidate = images_dir / file_name
     if file_name and candidate.is_file():
         return candidate
-    for ext in IMAGE_EXTENSIONS:
+    for ext in IMAGE_SUFFIXES:
         for e in (ext, ext.upper()):
             if (images_dir / f"{stem}{e}").is_file():
                 return images_dir / f"{stem}{e}"
     return None
 
 
-def _number(node: ET.Element | None, tag: str, where: str) -> float:
+def _number(node: ET.Element | None, tag: str, where: str = "") -> float:
+    at = f"{where}: " if where else ""
     child = node.find(tag) if node is not None else None
-    if child is None or child.text is None:
-        raise ValueError(f"{where}: missing <{tag}>")
+    if child is None or child.text is None or not child.text.strip():
+        raise _Malformed(f"{at}missing <{tag}>")
     try:
         return float(child.text)
     except ValueError as err:
-        raise ValueError(f"{where}: <{tag}> is not a number: {child.text!r}") from err
+        raise _Malformed(f"{at}<{tag}> is not a number: {child.text!r}") from err
+
+
+def _size(size: ET.Element | None, tag: str) -> int:
+    """``<size><width>`` / ``<height>``; 0 when absent or empty (then read from the image)."""
+    if size is None or not (size.findtext(tag) or "").strip():
+        return 0
+    value = _number(size, tag, "<size>")
+    if not math.isfinite(value) or value < 0:
+        raise _Malformed(f"<size>: <{tag}> is {value}")
+    return int(value)
+
+
+Parsed = tuple[str, int, int, list[tuple[str, list[float], dict[str, int]]]]  # file, w, h, [(class, xywh, extra)]
 
 
 def voc_to_coco(
@@ -125,19 +158,34 @@ def voc_to_coco(
     images_dir: PathT | None = None,
     split_file: PathT | None = None,
     class_names: Sequence[str] | None = None,
+    difficult: Difficult = "ignore",
 ) -> tuple[dict[str, Any], ConversionReport]:
     """Convert a folder of Pascal VOC XML files to a COCO dict.
 
     Args:
         annotations_dir: folder of ``*.xml``.
         images_dir: the images; used to find files with another extension than ``<filename>`` says
-            and to read sizes missing from the XML. Images that are absent are reported and skipped.
+            and to read sizes missing from the XML. Images that are absent or unreadable are
+            reported and skipped.
         split_file: VOC ``ImageSets`` list; only those stems are converted.
         class_names: fixes the category order (ids 1..K); by default the sorted names found.
+        difficult: what ``<difficult>1</difficult>`` boxes become (see the module docstring):
+            ``"ignore"`` (``iscrowd=1``), ``"keep"`` (an ordinary box) or ``"drop"`` (reported).
+
+    A malformed file (not well-formed XML, an object without a numeric ``<bndbox>``, a bad ``<size>``)
+    is skipped whole, with its image, and reported under "malformed XML": keeping the image without
+    one of its objects would teach that object as background.
 
     Returns:
         ``(coco, report)``; ``images[*].file_name`` is relative to ``images_dir``.
+
+    Raises:
+        FileNotFoundError: no XML, or split entries without XML.
+        ValueError: every XML file is malformed (the first few named), or a file has no size and no
+            ``images_dir`` to read it from.
     """
+    if difficult not in ("ignore", "keep", "drop"):
+        raise ValueError(f"difficult must be 'ignore', 'keep' or 'drop', got {difficult!r}")
     ann_dir = Path(annotations_dir)
     img_dir = Path(images_dir) if images_dir is not None else None
     xml_files = sorted(ann_dir.glob("*.xml"))
@@ -151,42 +199,75 @@ def voc_to_coco(
     if not xml_files:
         raise FileNotFoundError(f"no VOC *.xml files in {ann_dir}")
     report = ConversionReport()
-    parsed: list[tuple[str, int, int, list[tuple[str, list[float]]]]] = []
+    parsed: list[Parsed] = []
     for xml_path in xml_files:
         try:
-            root = ET.parse(xml_path).getroot()
-        except ET.ParseError as err:
-            raise ValueError(f"{xml_path}: not valid XML: {err}") from err
-        file_name = (root.findtext("filename") or "").strip() or f"{xml_path.stem}.jpg"
-        size = root.find("size")
-        width = int(_number(size, "width", str(xml_path))) if size is not None and size.findtext("width") else 0
-        height = int(_number(size, "height", str(xml_path))) if size is not None and size.findtext("height") else 0
-        if img_dir is not None:
-            found = _find_image(img_dir, file_name, xml_path.stem)
-            if found is None:
-                report.drop("image file missing", f"{xml_path.name}: {file_name}")
-                continue
-            file_name = found.relative_to(img_dir).as_posix()
-            if width <= 0 or height <= 0:
-                height, width = image_size(found)
-        if width <= 0 or height <= 0:
-            raise ValueError(f"{xml_path}: no <size> and no images_dir to read the image size from")
-        objects = []
-        for i, obj in enumerate(root.iter("object")):
-            name = (obj.findtext("name") or "").strip()
-            where = f"{xml_path.name} object {i} ({name})"
-            bnd = obj.find("bndbox")
-            coords = [_number(bnd, t, where) for t in ("xmin", "ymin", "xmax", "ymax")]
-            box = _clip_box(*coords, width, height, report, where)
-            if box is not None:
-                objects.append((name, box))
-        parsed.append((file_name, width, height, objects))
-    names = list(class_names) if class_names is not None else sorted({n for *_, objs in parsed for n, _ in objs})
+            item = _parse_voc(xml_path, img_dir, report, difficult)
+        except _Malformed as err:
+            report.drop("malformed XML", f"{xml_path.name}: {err}")
+            continue
+        if item is not None:
+            parsed.append(item)
+    malformed = report.dropped.get("malformed XML", [])
+    if len(malformed) == len(xml_files):
+        raise ValueError(f"none of the {len(xml_files)} XML files in {ann_dir} is valid VOC: {'; '.join(malformed[:3])}")
+    names = list(class_names) if class_names is not None else sorted({n for *_, objs in parsed for n, *_ in objs})
     return _assemble(parsed, names, report)
 
 
+class _Malformed(ValueError):
+    """A VOC file this converter cannot read; the message says what is wrong."""
+
+
+def _parse_voc(xml_path: Path, img_dir: Path | None, report: ConversionReport, difficult: Difficult) -> Parsed | None:
+    """One VOC file as ``(file_name, width, height, objects)``; None when its image is absent or unreadable."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as err:
+        raise _Malformed(f"not well-formed XML ({err})") from err
+    if root.tag != "annotation":
+        raise _Malformed(f"root element is <{root.tag}>, not <annotation>")
+    file_name = (root.findtext("filename") or "").strip() or f"{xml_path.stem}.jpg"
+    size = root.find("size")
+    width, height = _size(size, "width"), _size(size, "height")
+    if img_dir is not None:
+        found = _find_image(img_dir, file_name, xml_path.stem)
+        if found is None:
+            report.drop("image file missing", f"{xml_path.name}: {file_name}")
+            return None
+        file_name = found.relative_to(img_dir).as_posix()
+        if width <= 0 or height <= 0:
+            try:
+                height, width = image_size(found)
+            except ImageReadError as err:
+                report.drop("image unreadable", f"{xml_path.name}: {err.reason}")
+                return None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{xml_path}: no <size> and no images_dir to read the image size from")
+    objects = []
+    for i, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        where = f"{xml_path.name} object {i} ({name})"
+        if not name:
+            raise _Malformed(f"object {i} has no <name>")
+        bnd = obj.find("bndbox")
+        coords = [_number(bnd, t, f"object {i}") for t in ("xmin", "ymin", "xmax", "ymax")]
+        box = _clip_box(*coords, width, height, report, where)
+        if box is None:
+            continue
+        if (obj.findtext("difficult") or "0").strip().lower() in ("1", "true"):
+            if difficult == "drop":
+                report.drop("difficult (difficult='drop')", where)
+                continue
+            report.difficult += 1
+            objects.append((name, box, {"iscrowd": int(difficult == "ignore"), "difficult": 1}))
+        else:
+            objects.append((name, box, {}))
+    return file_name, width, height, objects
+
+
 def _assemble(
-    parsed: Iterable[tuple[str, int, int, list[tuple[str, list[float]]]]],
+    parsed: Iterable[Parsed],
     names: Sequence[str],
     report: ConversionReport,
 ) -> tuple[dict[str, Any], ConversionReport]:
@@ -195,12 +276,13 @@ def _assemble(
     for image_id, (file_name, width, height, objects) in enumerate(parsed, start=1):
         images.append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height)})
         kept = 0
-        for name, box in objects:
+        for name, box, extra in objects:
             if name not in cat_of:
                 report.drop("class not in the class list", f"{file_name}: {name}")
                 continue
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_of[name],
-                                "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0})
+                                "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0,
+                                **extra})
             report.boxes_per_class[name] += 1
             kept += 1
         report.images_without_boxes += int(kept == 0)
@@ -224,29 +306,37 @@ def yolo_to_coco(
         classes_file: one class name per line; line ``i`` is YOLO class ``i`` and COCO id ``i + 1``.
         split_file: only the images whose stems (or paths) it lists.
 
+    A line with NaN or infinite numbers is dropped and reported under "non-finite coordinates";
+    an image that cannot be read is skipped and reported under "image unreadable".
+
     Raises:
-        ValueError: a malformed line or a class index outside the classes file (file and line named).
+        ValueError: a malformed line, a class index outside the classes file (file and line named),
+            or a label / classes file that is not UTF-8 text (file named).
     """
     img_dir, lbl_dir = Path(images_dir), Path(labels_dir)
-    names = [ln.strip() for ln in Path(classes_file).read_text().splitlines() if ln.strip()]
+    names = [ln.strip() for ln in read_text(classes_file).splitlines() if ln.strip()]
     if not names:
         raise ValueError(f"{classes_file}: no class names")
-    images = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    images = list_images(img_dir)
     if split_file is not None:
         wanted = set(read_split_file(split_file))
         images = [p for p in images if p.stem in wanted]
     if not images:
         raise FileNotFoundError(f"no images in {img_dir}")
     report = ConversionReport()
-    parsed = []
+    parsed: list[Parsed] = []
     for path in images:
-        height, width = image_size(path)
+        try:
+            height, width = image_size(path)
+        except ImageReadError as err:
+            report.drop("image unreadable", f"{path.relative_to(img_dir).as_posix()}: {err.reason}")
+            continue
         objects = []
         label_path = lbl_dir / path.relative_to(img_dir).with_suffix(".txt")
         if not label_path.is_file():
             label_path = lbl_dir / f"{path.stem}.txt"
         if label_path.is_file():
-            for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
+            for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
                 parts = line.split()
                 if not parts:
                     continue
@@ -264,6 +354,6 @@ def yolo_to_coco(
                 x2, y2 = (cx + w / 2) * width, (cy + h / 2) * height
                 box = _clip_box(x1, y1, x2, y2, width, height, report, f"{label_path.name}:{line_no}")
                 if box is not None:
-                    objects.append((names[cls], box))
+                    objects.append((names[cls], box, {}))
         parsed.append((path.relative_to(img_dir).as_posix(), width, height, objects))
     return _assemble(parsed, names, report)

@@ -38,30 +38,52 @@ def load_image(path: str | PathLike[str]) -> np.ndarray:
     """Decode ``path`` to an ``np.ndarray[H, W, 3]`` of ``uint8`` RGB.
 
     The EXIF orientation is applied (so annotations drawn on the image as a viewer shows it stay on
-    their objects), and every PIL mode (``L``, ``LA``, ``RGBA``, ``P``, ``CMYK``, ``I;16``...) is
-    converted to RGB. Alpha is dropped, not composited: detection data rarely relies on it.
+    their objects), and every PIL mode is converted to RGB:
+
+    - ``L``, ``LA``, ``RGBA``: alpha is dropped, not composited (detection data rarely relies on it);
+    - ``P`` / ``PA`` (palette, with or without transparency): expanded to the palette's colours;
+    - ``CMYK`` (Adobe's inverted JPEG flavour included, which PIL undoes): converted by PIL;
+    - ``I;16*`` (16-bit grey PNG / TIFF): the high byte, ``v >> 8``, the mapping PIL itself uses for
+      16-bit RGB PNGs and OpenCV's ``imread`` uses for all of them, so the same file reads the same
+      whatever its channel count; ``I`` / ``F`` (32-bit, range unknown): scaled by the maximum when
+      it exceeds 255.
 
     Raises:
-        ImageReadError: the file is missing, not an image, or truncated / corrupt.
+        ImageReadError: the file is missing, empty, not an image, or truncated / corrupt.
     """
     try:
         with Image.open(path) as im:
             # load() forces the full decode here, so a truncated file fails now rather than later.
             im.load()
             im = ImageOps.exif_transpose(im)
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                # 16-bit / float greys: PIL's RGB conversion clips instead of scaling; rescale to 8 bit.
+            if im.mode.startswith("I;16"):
+                arr = np.asarray(im).astype(np.uint16)  # native byte order whatever the file's
+                im = Image.fromarray((arr >> 8).astype(np.uint8), mode="L")
+            elif im.mode in ("I", "F"):
                 arr = np.asarray(im, dtype=np.float32)
                 hi = float(arr.max()) if arr.size else 0.0
                 arr = arr * (255.0 / hi) if hi > 255 else arr
                 im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+            elif im.mode in ("P", "PA"):
+                # Straight to RGB, PIL warns on a palette with per-entry alpha; via RGBA it does not.
+                im = im.convert("RGBA")
             rgb = im.convert("RGB")
             return np.asarray(rgb, dtype=np.uint8).copy()
     except FileNotFoundError as err:
         raise ImageReadError(path, "file not found") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         # PIL signals truncation and corrupt data with OSError, bad headers with SyntaxError/ValueError.
-        raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
+        raise ImageReadError(path, _reason(path, err)) from err
+
+
+def _reason(path: str | PathLike[str], err: Exception) -> str:
+    """The failure in words; an empty file says so, since PIL only says it cannot identify it."""
+    try:
+        if Path(path).stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    return f"{type(err).__name__}: {err}"
 
 
 def image_size(path: str | PathLike[str]) -> tuple[int, int]:
@@ -73,6 +95,6 @@ def image_size(path: str | PathLike[str]) -> tuple[int, int]:
     except FileNotFoundError as err:
         raise ImageReadError(path, "file not found") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
+        raise ImageReadError(path, _reason(path, err)) from err
     # Orientations 5-8 swap the axes (transpose, rotate 90 / 270, transverse).
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -42,19 +43,27 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from detector.modeling.boxes import BoxCoder
 from detector.checkpoint import load_checkpoint
+from detector.deploy.metadata import (
+    INPUT_NAME,
+    OnnxModelInfo,
+    detector_info,
+    write_props,
+)
+from detector.files import atomic_write
 from detector.labels import LabelMap
+from detector.modeling.boxes import BoxCoder
 from detector.modeling.ssdlite import SSDLite, build_model
-from detector.deploy.onnx_runtime import INPUT_NAME, NMS_OUTPUTS, POSTPROCESS_KEYS, RAW_OUTPUTS, OnnxModelInfo
 
 __all__ = [
     "DEFAULT_OPSET",
+    "MIN_OPSET",
     "ExportResult",
     "InGraphPostProcess",
     "MultiClassNMS",
     "NmsExportModule",
     "export_checkpoint",
+    "export_graph",
     "export_onnx",
     "multiclass_nms",
     "resize_model",
@@ -189,6 +198,11 @@ class NmsExportModule(nn.Module):
     def __init__(self, model: SSDLite) -> None:
         super().__init__()
         pp = model.post_processor
+        unsupported = {k: v for k, v in (("topk_per", "class"), ("min_box_size", None)) if getattr(pp, k, v) != v}
+        if unsupported:
+            # Better refused than a graph that silently decodes otherwise than the model.
+            raise ValueError(f"the NMS graph implements top-k per class and no minimum box size; this model has "
+                             f"{unsupported}: export without --with-nms (the runner then post-processes it exactly)")
         self.model = model
         self.postprocess = InGraphPostProcess(
             model.anchors, model.image_size, pp.box_coder, classification=pp.classification,
@@ -227,31 +241,52 @@ class ExportResult:
     max_abs_diff: float | None = None  # ORT vs PyTorch on one input (raw outputs; scores with NMS)
 
 
-def _info(model: SSDLite, label_map: LabelMap, with_nms: bool) -> OnnxModelInfo:
-    pp = model.post_processor
-    config = dict(model.config)
-    config["pretrained_backbone"] = "none"
-    return OnnxModelInfo(
-        label_map=label_map,
-        image_size=tuple(model.image_size),  # type: ignore[arg-type]
-        mean=tuple(model.mean),  # type: ignore[arg-type]
-        std=tuple(model.std),  # type: ignore[arg-type]
-        with_nms=with_nms,
-        config=config,
-        feature_sizes=tuple(tuple(int(v) for v in s) for s in model.feature_sizes),  # type: ignore[arg-type]
-        box_coder_weights=tuple(pp.box_coder.weights),  # type: ignore[arg-type]
-        postprocess={k: getattr(pp, k) for k in POSTPROCESS_KEYS},
-    )
+def export_graph(
+    module: nn.Module,
+    example: Tensor,
+    output: str | PathLike[str],
+    *,
+    output_names: Sequence[str],
+    metadata: Mapping[str, Any],
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    doc_string: str = "",
+    check: bool = True,
+) -> Path:
+    """The one ONNX export: trace ``module`` on ``example`` (input ``images``) with the legacy
+    TorchScript exporter, add ``metadata`` (:func:`detector.deploy.metadata.write_props`), check the
+    graph and write it atomically (:func:`detector.files.atomic_write`; parent folders are created).
 
+    Args:
+        module: in eval mode, on the CPU, taking ``images`` ``[B, 3, H, W]``.
+        example: the traced input; its batch is the graph's unless ``dynamic_batch``.
+        output_names: the graph's outputs, in the module's return order.
+        metadata: ``metadata_props`` entries as JSON values.
+        dynamic_batch: a symbolic first dimension on the input and every output.
+        check: run ``onnx.checker`` before writing.
+    """
+    import onnx
 
-def write_metadata(model_proto: Any, info: OnnxModelInfo) -> None:
-    """Replace the detector entries of an ``onnx.ModelProto``'s ``metadata_props`` with ``info``'s."""
-    entries = info.to_metadata()
-    kept = [(p.key, p.value) for p in model_proto.metadata_props if p.key not in entries]
-    del model_proto.metadata_props[:]
-    for key, value in [*kept, *entries.items()]:
-        prop = model_proto.metadata_props.add()
-        prop.key, prop.value = key, value
+    names = list(output_names)
+    dynamic_axes = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if dynamic_batch else None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The legacy exporter's deprecation notice and tracer warnings about shape-derived Python
+        # ints (the anchor and class counts, constants of the graph by design) are noise here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    proto.doc_string = doc_string
+    write_props(proto, metadata)
+    if check:
+        onnx.checker.check_model(proto)
+    output = Path(output)
+    with atomic_write(output) as tmp:
+        onnx.save(proto, str(tmp))
+    return output
 
 
 def export_onnx(
@@ -278,39 +313,20 @@ def export_onnx(
         verify: check the graph with ``onnx.checker`` and compare ONNX Runtime with PyTorch on one
             input (``max_abs_diff`` of the raw outputs; with NMS, of the scores).
     """
-    import onnx
-
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET} (NonMaxSuppression, ScatterElements), got {opset}")
     model = copy.deepcopy(model).cpu().eval()
     if image_size is not None:
         model = resize_model(model, image_size)
-    info = _info(model, label_map, with_nms)
+    info = detector_info(model, label_map, with_nms)
     module: nn.Module = NmsExportModule(model).eval() if with_nms else model
-    names = list(NMS_OUTPUTS if with_nms else RAW_OUTPUTS)
-    batch = 2 if dynamic_batch else 1
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(batch, 3, *model.image_size, generator=generator)
-    dynamic_axes = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if dynamic_batch else None
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The legacy exporter's deprecation notice and tracer warnings about shape-derived Python
-        # ints (the anchor and class counts, constants of the graph by design) are noise here.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=names, dynamic_axes=dynamic_axes, do_constant_folding=True,
-        )
-    proto = onnx.load_from_string(buffer.getvalue())
-    proto.doc_string = "detector SSDLite-MobileNetV2" + (" with NMS" if with_nms else " (raw outputs)")
-    write_metadata(proto, info)
-    if verify:
-        onnx.checker.check_model(proto)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(output))
-
+    example = torch.randn(2 if dynamic_batch else 1, 3, *model.image_size, generator=generator)
+    output = export_graph(
+        module, example, output, output_names=info.outputs, metadata=info.to_metadata(), opset=opset,
+        dynamic_batch=dynamic_batch, check=verify,
+        doc_string="detector SSDLite-MobileNetV2" + (" with NMS" if with_nms else " (raw outputs)"),
+    )
     result = ExportResult(output, info, opset, dynamic_batch, int(model.anchors.shape[0]), output.stat().st_size)
     if verify:
         result.max_abs_diff = _compare(output, module, example, with_nms)

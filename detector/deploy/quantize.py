@@ -8,8 +8,8 @@
   int8 weights **per output channel** (one scale per filter: depthwise MobileNet filters have very
   different ranges, so per-tensor weight scales lose a lot).
 - **Calibration**: min/max of every activation over the user's images, each pre-processed exactly as
-  :class:`detector.inference.Predictor` does (the same code: resize with ``cv2.INTER_LINEAR``, then
-  ``(x / 255 - mean) / std``), so the ranges are those seen at inference.
+  :class:`detector.inference.Predictor` does (the same code, :mod:`detector.deploy.preprocess`: resize
+  with ``cv2.INTER_LINEAR``, then ``(x / 255 - mean) / std``), so the ranges are those seen at inference.
 - **What stays float**: the network is quantized; a ``--with-nms`` graph's decoding, scores and NMS
   (every node the exporter placed under ``/postprocess/``) stay float32: quantizing box arithmetic
   and softmax would cost accuracy and gain nothing.
@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from detector.inference import Predictor, to_rgb_array
-from detector.deploy.onnx_runtime import OnnxModelInfo, read_metadata
+from detector.data.io import IMAGE_SUFFIXES, list_images
+from detector.deploy.metadata import OnnxModelInfo, read_metadata, write_props
+from detector.deploy.preprocess import ImagePreprocessor, to_rgb_array
+from detector.files import atomic_write
 
-__all__ = ["IMAGE_SUFFIXES", "ImageCalibrationReader", "QuantizeResult", "find_calibration_images", "quantize_onnx"]
+__all__ = ["ImageCalibrationReader", "QuantizeResult", "find_calibration_images", "quantize_onnx"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 POSTPROCESS_SCOPE = "/postprocess/"
 
 
@@ -40,7 +41,7 @@ def find_calibration_images(folder: str | PathLike[str], count: int | None = Non
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"calibration images folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = list_images(folder)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
     if count is not None:
@@ -52,15 +53,11 @@ def find_calibration_images(folder: str | PathLike[str], count: int | None = Non
     return files
 
 
-def _no_runner(images: Any) -> list[dict[str, Any]]:
-    raise RuntimeError("calibration only pre-processes images")
-
-
 class ImageCalibrationReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over image files.
 
     Args:
-        images: the files (decoded with :func:`detector.inference.to_rgb_array`).
+        images: the files (decoded with :func:`detector.deploy.preprocess.to_rgb_array`).
         info: the exported model's metadata (image size, mean, std, label map).
         input_name: the graph's input.
         batch_size: images per calibration batch (1 for graphs exported without a dynamic batch).
@@ -82,14 +79,14 @@ class ImageCalibrationReader:
         self.batch_size = int(batch_size)
         self.progress = progress
         # The Predictor's own pre-processing, so calibration sees exactly what inference feeds.
-        self._predictor = Predictor(_no_runner, info.label_map, info.image_size, info.mean, info.std)
+        self._preprocess = ImagePreprocessor(info.image_size, info.mean, info.std)
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
         self._bar: Any = None
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self.images), self.batch_size):
             chunk = self.images[start: start + self.batch_size]
-            batch = self._predictor.preprocess([to_rgb_array(p) for p in chunk])
+            batch = self._preprocess([to_rgb_array(p) for p in chunk])
             if self._bar is not None:
                 self._bar.update(len(chunk))
             yield {self.input_name: batch.numpy()}
@@ -145,26 +142,55 @@ def quantize_onnx(
         progress: show a progress bar over the calibration images.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from detector.deploy.onnx_export import write_metadata
 
     model, output = Path(model), Path(output)
     info = read_metadata(model)
     if info.int8:
         raise ValueError(f"{model} is already quantized")
-    if isinstance(calibration_images, (str, PathLike)):
-        files = find_calibration_images(calibration_images, calibration_count)
-    else:
-        files = [Path(p) for p in calibration_images][: calibration_count or None]
-        if not files:
-            raise ValueError("no calibration images")
-
-    proto = onnx.load(str(model))
+    files = _calibration_files(calibration_images, calibration_count)
+    proto = onnx.load(str(model), load_external_data=False)
     input_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     batch_size = 1 if input_dim.HasField("dim_value") else 8
     reader = ImageCalibrationReader(files, info, proto.graph.input[0].name, batch_size, progress)
+    meta = {
+        "format": "QDQ", "activations": "uint8 per-tensor (asymmetric)", "weights": "int8 per-channel" if per_channel
+        else "int8 per-tensor", "calibration": "MinMax", "calibration_images": len(files),
+    }
+    out_info = replace(info, int8=True, quantization=meta)
+    with tempfile.TemporaryDirectory(prefix="detector-quant-") as tmp:
+        quantized_path = Path(tmp) / "quantized.onnx"
+        _quantize_static(model, quantized_path, reader, per_channel)
+        quantized = onnx.load(str(quantized_path))
+    write_props(quantized, out_info.to_metadata())
+    with atomic_write(output) as tmp_output:  # a kill leaves no half-written int8 file
+        onnx.save(quantized, str(tmp_output))
+    nodes = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    return QuantizeResult(output, out_info, len(files), nodes, output.stat().st_size)
+
+
+def _calibration_files(
+    calibration_images: str | PathLike[str] | Sequence[str | PathLike[str]], count: int | None
+) -> list[Path]:
+    """A folder's images (:func:`find_calibration_images`) or the first ``count`` of a list of files."""
+    if isinstance(calibration_images, (str, PathLike)):
+        return find_calibration_images(calibration_images, count)
+    files = [Path(p) for p in calibration_images][: count or None]
+    if not files:
+        raise ValueError("no calibration images")
+    return files
+
+
+def _quantize_static(model: Path, output: Path, reader: ImageCalibrationReader, per_channel: bool) -> None:
+    """ONNX Runtime's pre-processing, then static QDQ quantization of all but the post-processing."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class _Reader(CalibrationDataReader):  # ORT checks the base class
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -173,33 +199,19 @@ def quantize_onnx(
         def rewind(self) -> None:
             reader.rewind()
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="detector-quant-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        # ORT's recommended pre-processing (shape inference and graph clean-up); the optimiser keeps
-        # node names, so the post-processing scope is still recognisable after it.
-        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
-        prepared_proto = onnx.load(str(prepared))
-        exclude = [n.name for n in prepared_proto.graph.node if n.name.startswith(POSTPROCESS_SCOPE)]
-        quantize_static(
-            str(prepared),
-            str(output),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=exclude,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-
-    quantized = onnx.load(str(output))
-    meta = {
-        "format": "QDQ", "activations": "uint8 per-tensor (asymmetric)", "weights": "int8 per-channel" if per_channel
-        else "int8 per-tensor", "calibration": "MinMax", "calibration_images": len(files),
-    }
-    out_info = replace(info, int8=True, quantization=meta)
-    write_metadata(quantized, out_info)
-    onnx.save(quantized, str(output))
-    nodes = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
-    return QuantizeResult(output, out_info, len(files), nodes, output.stat().st_size)
+    prepared = output.with_name("prepared.onnx")
+    # ORT's recommended pre-processing (shape inference and graph clean-up); the optimiser keeps
+    # node names, so the post-processing scope is still recognisable after it.
+    quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+    exclude = [n.name for n in onnx.load(str(prepared)).graph.node if n.name.startswith(POSTPROCESS_SCOPE)]
+    quantize_static(
+        str(prepared),
+        str(output),
+        _Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        calibrate_method=CalibrationMethod.MinMax,
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,11 +34,12 @@ import torch
 import torch.distributed as dist
 from torchvision.ops import box_convert
 
+from detector.arrays import to_numpy
 from detector.labels import LabelMap
 
 __all__ = [
     "BACKENDS",
-    "METRIC_KEYS",
+    "COCO_STATS_KEYS",
     "CocoEvalRun",
     "CocoEvaluator",
     "evaluate_detections",
@@ -53,8 +55,8 @@ __all__ = [
 Backend = Literal["pycocotools", "faster-coco-eval"]
 BACKENDS: tuple[str, ...] = ("pycocotools", "faster-coco-eval")
 
-#: ``metrics.json`` keys for ``COCOeval.stats[0..11]``, in that order.
-METRIC_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+#: The names of ``COCOeval.stats[0..11]``, in that order: the summary keys of ``metrics.json``.
+COCO_STATS_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 # pycocotools' summarize() lines (iouThr, area, maxDets) for stats[0..11]; used to print the same text.
 _SUMMARY_ROWS: tuple[tuple[str, str, str, str, int], ...] = (
@@ -119,14 +121,9 @@ def load_ground_truth(
     if isinstance(ground_truth, coco_cls):
         return ground_truth
     if isinstance(ground_truth, (str, os.PathLike)):
-        path = Path(ground_truth)
-        if not path.is_file():
-            raise FileNotFoundError(f"annotation file not found: {path}")
-        with path.open("r", encoding="utf-8") as f:
-            try:
-                dataset = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"annotation file {str(path)!r} is not valid JSON: {err}") from err
+        dataset = _read_json(ground_truth, "annotation file")
+        if not isinstance(dataset, dict):
+            raise ValueError(f"annotation file {str(ground_truth)!r} is not a COCO dataset (a JSON object)")
     elif isinstance(ground_truth, dict):
         dataset = ground_truth
     elif hasattr(ground_truth, "dataset") and isinstance(ground_truth.dataset, dict):
@@ -137,6 +134,28 @@ def load_ground_truth(
         raise ValueError("ground truth is not COCO format: it needs 'images' and 'categories'")
     dataset.setdefault("annotations", [])
     return _coco_from_dataset(dataset, backend)
+
+
+def _read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """A JSON file's content; ``FileNotFoundError`` or ``ValueError`` naming the file and what it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {err}") from err
+
+
+def _is_box_result(entry: Any) -> bool:
+    """A COCO box result: ``image_id``, ``category_id``, ``bbox`` of 4 finite numbers, a finite ``score``."""
+    if not isinstance(entry, Mapping) or not {"image_id", "category_id", "bbox", "score"} <= entry.keys():
+        return False
+    bbox, score = entry["bbox"], entry["score"]
+    numbers = [*bbox, score] if isinstance(bbox, (list, tuple)) and len(bbox) == 4 else []
+    return bool(numbers) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                 for v in numbers)
 
 
 def _preview(items: Sequence[Any], limit: int = 20) -> str:
@@ -157,23 +176,19 @@ def load_results(
         ValueError: an ``image_id`` not in the ground truth or a ``category_id`` not in its
             ``categories`` (the ids are named), or a results entry without a box.
     """
+    source = "results"
     if isinstance(results, (str, os.PathLike)):
-        path = Path(results)
-        if not path.is_file():
-            raise FileNotFoundError(f"detections file not found: {path}")
-        with path.open("r", encoding="utf-8") as f:
-            try:
-                results = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"detections file {str(path)!r} is not valid JSON: {err}") from err
+        source = f"detections file {str(results)!r}"
+        results = _read_json(results, "detections file")
         if not isinstance(results, list):
-            raise ValueError(f"detections file {str(path)!r} is not a COCO results list")
-    anns = [dict(r) for r in results]
-    bad = [i for i, a in enumerate(anns) if not {"image_id", "category_id", "bbox", "score"} <= a.keys()]
+            raise ValueError(f"{source} is not a COCO results list (a JSON array)")
+    bad = [i for i, r in enumerate(results) if not _is_box_result(r)]
     if bad:
         raise ValueError(
-            f"results entries {_preview(bad)} lack one of image_id, category_id, bbox, score (COCO box results)"
+            f"{source}: entries {_preview(bad)} are not COCO box results (objects with image_id, category_id, "
+            "bbox = 4 finite numbers [x, y, w, h], and a finite score)"
         )
+    anns = [dict(r) for r in results]
     unknown_images = sorted({a["image_id"] for a in anns} - set(coco_gt.getImgIds()))
     if unknown_images:
         raise ValueError(
@@ -276,8 +291,8 @@ def run_coco_eval(
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
-    stats = [float(s) for s in coco_eval.stats[: len(METRIC_KEYS)]]
-    metrics: dict[str, Any] = dict(zip(METRIC_KEYS, stats))
+    stats = [float(s) for s in coco_eval.stats[: len(COCO_STATS_KEYS)]]
+    metrics: dict[str, Any] = dict(zip(COCO_STATS_KEYS, stats))
     metrics["per_class"] = _per_class(coco_gt, coco_eval, ids)
     wanted = set(ids)
     metrics["num_images"] = len(ids)
@@ -298,12 +313,6 @@ def evaluate_detections(
     >>> m["AP"], m["per_class"]["person"]["AP50"]  # doctest: +SKIP
     """
     return run_coco_eval(ground_truth, detections, backend=backend, image_ids=image_ids).metrics
-
-
-def _to_numpy(x: Any, dtype: type) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype)
 
 
 def predictions_to_results(
@@ -330,16 +339,16 @@ def _to_arrays(
     out = []
     for image_id, pred in zip(image_ids, predictions):
         # float64 before xyxy -> xywh so that the widths are exact and a saved results file evaluates the same.
-        boxes = torch.as_tensor(_to_numpy(pred["boxes"], np.float64)).reshape(-1, 4)
-        scores = _to_numpy(pred["scores"], np.float64).reshape(-1)
+        boxes = torch.as_tensor(to_numpy(pred["boxes"], np.float64, (4,)))
+        scores = to_numpy(pred["scores"], np.float64)
         if "category_ids" in pred:
-            cats = _to_numpy(pred["category_ids"], np.int64).reshape(-1)
+            cats = to_numpy(pred["category_ids"], np.int64)
         elif "labels" in pred:
             if label_map is None:
                 raise ValueError(
                     "predictions carry contiguous 'labels': give the evaluator a LabelMap, or pass 'category_ids'"
                 )
-            labels = _to_numpy(pred["labels"], np.int64).reshape(-1)
+            labels = to_numpy(pred["labels"], np.int64)
             if labels.size and (labels.min() < 1 or labels.max() > len(label_map.category_ids)):
                 raise ValueError(
                     f"image {image_id}: labels must be in 1..{len(label_map.category_ids)} (0 is background), "
@@ -482,7 +491,7 @@ class CocoEvaluator:
 def format_summary(metrics: Mapping[str, Any]) -> str:
     """The twelve ``COCOeval.summarize()`` lines, from a metrics dict (same text as pycocotools)."""
     lines = []
-    for key, (title, short, iou, area, max_dets) in zip(METRIC_KEYS, _SUMMARY_ROWS):
+    for key, (title, short, iou, area, max_dets) in zip(COCO_STATS_KEYS, _SUMMARY_ROWS):
         lines.append(
             f" {title:<18} {short} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {metrics[key]:0.3f}"
         )

@@ -1,4 +1,5 @@
-"""Evaluation plots: precision-recall curves and a gallery of the worst and best images.
+"""Evaluation plots: precision-recall curves, a gallery of the worst and best images, and a grid of
+a dataset's samples as training sees them (``tools/show_dataset.py``).
 
 The curves are read from ``COCOeval.eval["precision"]`` (the interpolated precision pycocotools
 averages into AP), so each plotted curve integrates to the AP reported for it. The gallery ranks
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,25 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window (servers, CI)
+import cv2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.ops import box_convert  # noqa: E402
 
-from detector.evaluation.coco import CocoEvalRun, _category_names, load_ground_truth, load_results  # noqa: E402
+from detector.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from detector.data.coco import CocoDetection  # noqa: E402
+from detector.data.io import ImageReadError, load_image  # noqa: E402
+from detector.evaluation.coco import (  # noqa: E402
+    CocoEvalRun,
+    _category_names,
+    load_ground_truth,
+    load_results,
+)
+from detector.files import atomic_write  # noqa: E402
+from detector.video.draw import draw_detections  # noqa: E402
 
-__all__ = ["ImageScore", "plot_gallery", "plot_pr_curves", "score_images"]
+__all__ = ["ImageScore", "plot_gallery", "plot_pr_curves", "sample_grid", "score_images"]
 
 
 def _slug(name: str) -> str:
@@ -100,7 +113,8 @@ def _style(ax: Any, title: str) -> None:
 
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip("."))  # the temporary name has no image suffix
     plt.close(fig)
     return path
 
@@ -160,8 +174,6 @@ def score_images(run: CocoEvalRun, score_threshold: float = 0.3) -> list[ImageSc
 
 def _draw_ground_truth(image: np.ndarray, boxes: np.ndarray, crowd: Sequence[bool]) -> np.ndarray:
     """Ground truth as thin white boxes (crowd regions dashed-looking grey), so detections stand out."""
-    import cv2
-
     canvas = np.ascontiguousarray(image).copy()
     t = max(1, round(min(image.shape[:2]) / 500))
     for (x1, y1, x2, y2), is_crowd in zip(boxes.round().astype(int), crowd):
@@ -169,20 +181,6 @@ def _draw_ground_truth(image: np.ndarray, boxes: np.ndarray, crowd: Sequence[boo
         cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 0, 0), t + 2)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, t)
     return canvas
-
-
-def _draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, names: list[str]) -> np.ndarray:
-    try:
-        from detector.video.draw import draw_detections
-    except ImportError:  # the shared drawing module is optional here
-        import cv2
-
-        canvas = np.ascontiguousarray(image).copy()
-        for (x1, y1, x2, y2), s, n in zip(boxes.round().astype(int), scores, names):
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), (255, 64, 64), 2)
-            cv2.putText(canvas, f"{n} {s:.2f}", (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 64, 64), 1)
-        return canvas
-    return draw_detections(image, boxes, scores, names)
 
 
 def plot_gallery(
@@ -201,8 +199,6 @@ def plot_gallery(
     Returns:
         The written paths (none when no image has anything to show).
     """
-    from detector.data.io import ImageReadError, load_image
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scores = score_images(run, score_threshold)
@@ -224,7 +220,7 @@ def plot_gallery(
             dts = [d for d in run.coco_dt.loadAnns(run.coco_dt.getAnnIds(imgIds=[s.image_id]))
                    if d["score"] >= score_threshold]
             image = _draw_ground_truth(image, _xyxy([g["bbox"] for g in gts]), [bool(g.get("iscrowd", 0)) for g in gts])
-            image = _draw_detections(image, _xyxy([d["bbox"] for d in dts]), np.array([d["score"] for d in dts]),
+            image = draw_detections(image, _xyxy([d["bbox"] for d in dts]), np.array([d["score"] for d in dts]),
                                      [names[d["category_id"]] for d in dts])
             panels.append((image, f"{info['file_name']}\nF1 {s.f1:.2f}  TP {s.tp} FP {s.fp} FN {s.fn}"))
         if not panels:
@@ -245,3 +241,41 @@ def plot_gallery(
 def _xyxy(xywh: list[list[float]]) -> np.ndarray:
     """COCO ``[x, y, w, h]`` boxes -> ``[N, 4]`` xyxy pixels."""
     return box_convert(torch.as_tensor(xywh, dtype=torch.float64).reshape(-1, 4), "xywh", "xyxy").numpy()
+
+
+def sample_grid(dataset: CocoDetection, indices: Iterable[int], mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> tuple[np.ndarray, int]:
+    """The samples ``indices`` of ``dataset`` as its transform returns them, boxes and names drawn.
+
+    Args:
+        dataset: items ``(FloatTensor[3, S, S] normalised with mean / std, {"boxes" [N, 4] xyxy
+            pixels of that tensor, "labels" [N] in 1..K, "file_name"})``; unreadable items (None) are skipped.
+        indices: which items, in grid order (row by row, as square as possible).
+
+    Returns:
+        ``(grid np.ndarray[rows * S, cols * S, 3] uint8 RGB, number of tiles)``; ``(empty [0, 0, 3], 0)``
+        when no item could be read.
+    """
+    tiles = []
+    for index in indices:
+        item = dataset[int(index)]
+        if item is None:
+            continue
+        image, target = item
+        # Undo Normalize to get displayable uint8 RGB.
+        rgb = np.clip((image.permute(1, 2, 0).numpy() * np.array(std) + np.array(mean)) * 255, 0, 255)
+        names = [dataset.label_map.name_of_label(int(label)) for label in target["labels"]]
+        tile = draw_detections(rgb.astype(np.uint8), target["boxes"].numpy(), None, names, color_key="class")
+        cv2.putText(tile, target["file_name"], (4, tile.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    if not tiles:
+        return np.zeros((0, 0, 3), np.uint8), 0
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    h, w = tiles[0].shape[:2]
+    grid = np.full((rows * h, cols * w, 3), 32, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    return grid, len(tiles)

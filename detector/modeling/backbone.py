@@ -1,4 +1,5 @@
-"""MobileNetV2 backbone with SSDLite's two taps, and ImageNet weight loading."""
+"""MobileNet backbones with SSDLite's two taps (V2, and V3-Large as torchvision's SSDLite has it), and
+ImageNet weight loading."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from torchvision.models import MobileNet_V2_Weights, MobileNet_V3_Large_Weights, mobilenet_v2, mobilenet_v3_large
 
 # TF's MobileNet recipe; torchvision's ImageNet weights were trained with eps 1e-5 (see bn_eps).
 BN_EPS = 1e-3
@@ -19,27 +20,90 @@ _TAP_BLOCK = 14
 class MobileNetV2Backbone(nn.Module):
     """torchvision's MobileNetV2 ``features`` with two outputs.
 
-    Taps (at 320x320 input, width 1.0):
+    Taps (at 320x320 input, width 1.0), ``taps="expansion"`` (TF's SSDLite, the MobileNetV2 paper):
     - ``C4``: the expansion 1x1 conv (+BN+ReLU6) of block 14, ``[B, 576, 20, 20]`` (stride 16);
     - ``C5``: the final 1x1 conv, ``[B, 1280, 10, 10]`` (stride 32).
+    ``taps="blocks"`` (mmdetection's ``out_indices=(4, 7)``): ``C4`` is block 13's output,
+    ``[B, 96, 20, 20]``; ``C5`` the same final conv.
 
     Parameter names equal torchvision's (``features.*``), so its state dicts load unchanged.
     """
 
-    def __init__(self, width_mult: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM) -> None:
+    imagenet_weights = MobileNet_V2_Weights.IMAGENET1K_V1
+
+    def __init__(self, width_mult: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM,
+                 taps: str = "expansion") -> None:
         super().__init__()
+        if taps not in ("expansion", "blocks"):
+            raise ValueError(f"taps must be 'expansion' or 'blocks', got {taps!r}")
         norm_layer = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
         self.features = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=norm_layer).features
         self.width_mult = width_mult
+        self.taps = taps
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """``images`` ``[B, 3, H, W]`` -> ``[C4, C5]`` feature maps."""
         x = self.features[:_TAP_BLOCK](images)
+        if self.taps == "blocks":
+            return [x, self.features[_TAP_BLOCK:](x)]
         block = self.features[_TAP_BLOCK].conv  # no residual: the block has stride 2
         c4 = block[0](x)
         x = block[1:](c4)
         c5 = self.features[_TAP_BLOCK + 1 :](x)
         return [c4, c5]
+
+
+class MobileNetV3Backbone(nn.Module):
+    """torchvision's MobileNetV3-Large ``features`` with the two taps of torchvision's SSDLite
+    (``ssdlite320_mobilenet_v3_large``; MobileNetV3 paper, section 6.3).
+
+    Taps (at 320x320 input, width 1.0):
+    - ``C4``: the expansion 1x1 conv (+BN+hardswish) of the last stride-2 block, ``[B, 672, 20, 20]``;
+    - ``C5``: the final 1x1 conv, ``[B, 960, 10, 10]`` (``[B, 480, 10, 10]`` with ``reduced_tail``,
+      the paper's halved last stage, which torchvision's COCO model uses).
+
+    Parameter names equal torchvision's ``mobilenet_v3_large().features.*``.
+    """
+
+    imagenet_weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1
+
+    def __init__(self, width_mult: float = 1.0, reduced_tail: bool = False, bn_eps: float = BN_EPS,
+                 bn_momentum: float = BN_MOMENTUM) -> None:
+        super().__init__()
+        norm_layer = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
+        self.features = mobilenet_v3_large(weights=None, width_mult=width_mult, reduced_tail=reduced_tail,
+                                           norm_layer=norm_layer).features
+        self.width_mult = width_mult
+        self.reduced_tail = reduced_tail
+        # torchvision marks the stride-2 blocks with ``_is_cn``; the last one starts stride 32.
+        self.tap_block = [i for i, block in enumerate(self.features) if getattr(block, "_is_cn", False)][-1]
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """``images`` ``[B, 3, H, W]`` -> ``[C4, C5]`` feature maps."""
+        x = self.features[: self.tap_block](images)
+        block = self.features[self.tap_block].block  # no residual: the block has stride 2
+        c4 = block[0](x)
+        x = block[1:](c4)
+        c5 = self.features[self.tap_block + 1 :](x)
+        return [c4, c5]
+
+
+BACKBONES = ("mobilenet_v2", "mobilenet_v3_large")
+
+
+def build_backbone(name: str = "mobilenet_v2", width_mult: float = 1.0, bn_eps: float = BN_EPS,
+                   reduced_tail: bool = False, taps: str = "expansion") -> MobileNetV2Backbone | MobileNetV3Backbone:
+    """The backbone called ``name`` (one of :data:`BACKBONES`); ``reduced_tail`` is MobileNetV3's
+    option, ``taps`` MobileNetV2's."""
+    if name == "mobilenet_v2":
+        if reduced_tail:
+            raise ValueError("reduced_tail is a MobileNetV3 option; mobilenet_v2 has no reduced tail")
+        return MobileNetV2Backbone(width_mult=width_mult, bn_eps=bn_eps, taps=taps)
+    if taps != "expansion":
+        raise ValueError(f"taps={taps!r} is a MobileNetV2 option; {name} taps C4's expansion")
+    if name == "mobilenet_v3_large":
+        return MobileNetV3Backbone(width_mult=width_mult, reduced_tail=reduced_tail, bn_eps=bn_eps)
+    raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
 
 
 def _features_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -54,13 +118,14 @@ def _features_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return features
 
 
-def imagenet_weights_path(weights: MobileNet_V2_Weights = MobileNet_V2_Weights.IMAGENET1K_V1) -> Path:
+def imagenet_weights_path(weights: MobileNet_V2_Weights | MobileNet_V3_Large_Weights = MobileNet_V2_Weights.IMAGENET1K_V1) -> Path:
     """Where torchvision's download cache keeps ``weights``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
-def load_backbone_weights(backbone: MobileNetV2Backbone, source: str) -> list[str]:
-    """Load ``source`` into ``backbone``: ``"imagenet"`` (torchvision's ``MobileNet_V2_Weights``) or
+def load_backbone_weights(backbone: MobileNetV2Backbone | MobileNetV3Backbone, source: str) -> list[str]:
+    """Load ``source`` into ``backbone``: ``"imagenet"`` (torchvision's ``MobileNet_V2_Weights`` or
+    ``MobileNet_V3_Large_Weights``, full tail only) or
     a path to a state dict (torchvision's layout, a detector or a classifier checkpoint).
 
     Returns:
@@ -72,7 +137,9 @@ def load_backbone_weights(backbone: MobileNetV2Backbone, source: str) -> list[st
                 f"torchvision publishes ImageNet weights for width_mult 1.0 only, not {backbone.width_mult}; "
                 "pass a path to your own weights or pretrained_backbone='none'"
             )
-        weights = MobileNet_V2_Weights.IMAGENET1K_V1
+        if getattr(backbone, "reduced_tail", False):
+            raise ValueError("torchvision's MobileNetV3 ImageNet weights have the full tail; build with reduced_tail=False")
+        weights = backbone.imagenet_weights
         cached = imagenet_weights_path(weights)
         if cached.is_file():
             state = torch.load(cached, map_location="cpu", weights_only=True)
@@ -81,20 +148,26 @@ def load_backbone_weights(backbone: MobileNetV2Backbone, source: str) -> list[st
                 state = weights.get_state_dict(progress=True)
             except Exception as error:  # urllib raises several types when offline
                 raise RuntimeError(
-                    f"could not download torchvision's MobileNetV2 ImageNet weights from {weights.url} ({error}). "
+                    f"could not download torchvision's {type(backbone).__name__} ImageNet weights from {weights.url} ({error}). "
                     f"Offline, put that file at {cached} (or pass its path as pretrained_backbone)."
                 ) from error
     else:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained_backbone: no such file {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a pickle that would run code, or not a torch file: nothing ran
+            raise ValueError(
+                f"pretrained_backbone {path}: cannot be loaded as data with torch.load(weights_only=True); it is "
+                f"corrupt or needs code to unpickle, which this project refuses to run ({type(error).__name__})"
+            ) from error
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         # A classifier checkpoint may hold an EMA copy too; the plain weights are the trunk.
         state = {k: v for k, v in state.items() if not k.startswith("ema")}
     features = _features_state_dict(state)
     if not features:
-        raise ValueError(f"{source}: no MobileNetV2 'features.*' weights found in this state dict")
+        raise ValueError(f"{source}: no MobileNet 'features.*' weights found in this state dict")
     backbone.load_state_dict(features, strict=True)
     return sorted(features)

@@ -3,10 +3,14 @@
 Box format conventions used throughout the package:
 - ``xyxy``: ``(x1, y1, x2, y2)`` in pixels, the format of ``torchvision.ops``.
 - Anchors are ``xyxy`` in the pixels of the network input (``image_size``).
+
+:func:`scale_boxes_to_image` is the one mapping from network-input pixels back to an original
+image's pixels (the post-processor, the ONNX runner and so the Predictor all go through it).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -67,3 +71,27 @@ class BoxCoder:
         ctr = offsets[..., :2] * anchor_wh + anchor_ctr
         half_wh = 0.5 * torch.exp(offsets[..., 2:].clamp(max=BBOX_XFORM_CLIP)) * anchor_wh
         return torch.cat((ctr - half_wh, ctr + half_wh), dim=-1)
+
+
+def scale_boxes_to_image(
+    boxes: Tensor, input_size: tuple[int, int], image_sizes: Tensor | Sequence[int] | Sequence[Sequence[int]]
+) -> Tensor:
+    """Network-input pixels -> original image pixels, clipped to the image.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy in the pixels of the ``(H, W)`` network input.
+        input_size: ``(H, W)`` of the network input.
+        image_sizes: the original ``(h, w)``: one pair for every box, or ``[N, 2]`` (one per box).
+
+    Returns:
+        ``[N, 4]`` xyxy, ``x * w / W`` and ``y * h / H``, clamped to ``[0, w] x [0, h]`` (torchvision's
+        ``resize_boxes`` followed by ``clip_boxes_to_image``).
+
+    Example: input ``(64, 128)``, image ``(32, 256)``: ``[100, 60, 140, 70]`` -> ``[200, 30, 256, 32]``.
+    """
+    in_h, in_w = input_size
+    hw = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)
+    wh = hw.flip(-1)
+    limit = torch.cat((wh, wh), dim=-1)  # (w, h, w, h), shared or one row per box
+    scale = limit / boxes.new_tensor([in_w, in_h, in_w, in_h])
+    return torch.minimum((boxes * scale).clamp(min=0), limit)

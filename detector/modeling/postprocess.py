@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from detector.modeling.boxes import BoxCoder
+from detector.modeling.boxes import BoxCoder, scale_boxes_to_image
 
 
 class PostProcessor:
@@ -44,13 +44,19 @@ class PostProcessor:
         topk_candidates: int = 300,
         max_detections: int = 100,
         classification: str = "softmax",
+        topk_per: str = "class",
+        min_box_size: float | None = None,
     ) -> None:
+        if topk_per not in ("class", "level"):
+            raise ValueError(f"topk_per must be 'class' or 'level', got {topk_per!r}")
         self.box_coder = box_coder
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.topk_candidates = topk_candidates
         self.max_detections = max_detections
         self.classification = classification
+        self.topk_per = topk_per
+        self.min_box_size = min_box_size
 
     def scores(self, cls_logits: Tensor) -> Tensor:
         """Foreground class probabilities ``[B, A, C - 1]`` from logits ``[B, A, C]``."""
@@ -96,6 +102,7 @@ class PostProcessor:
         anchors: Tensor,
         input_size: tuple[int, int],
         image_sizes: Sequence[tuple[int, int]] | None = None,
+        anchor_levels: Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
         """Final detections.
 
@@ -104,8 +111,11 @@ class PostProcessor:
             bbox_regression: ``[B, A, 4]`` encoded offsets.
             anchors: ``[A, 4]`` xyxy in network-input pixels.
             input_size: ``(H, W)`` of the network input.
-            image_sizes: original ``(H, W)`` of each image; boxes are scaled to it and clipped.
-                ``None`` keeps network-input pixels.
+            image_sizes: original ``(h, w)`` of each image; boxes are mapped to it with
+                :func:`detector.modeling.boxes.scale_boxes_to_image`. ``None`` keeps network-input pixels.
+            anchor_levels: ``[A]`` pyramid level of each anchor; needed with ``topk_per="level"``
+                (mmdetection's ``nms_pre``: the ``topk_candidates`` best (anchor, class) pairs of each
+                level, rather than of each class).
 
         Returns:
             One dict per image: ``boxes`` FloatTensor[N, 4] xyxy, ``scores`` FloatTensor[N],
@@ -115,49 +125,69 @@ class PostProcessor:
         num_fg = num_classes - 1
         image_idx, cand_anchor, class_idx, cand_scores = self.candidates(cls_logits)
         groups = image_idx * num_fg + class_idx
-        k = min(self.topk_candidates, num_anchors)
-        if cand_scores.numel() > k:
-            counts = torch.bincount(groups, minlength=batch * num_fg)
-            if int(counts.max()) > k:  # keep the k best of each (image, class)
-                order = cand_scores.argsort(descending=True, stable=True)
-                order = order[groups[order].argsort(stable=True)]  # by group, best first inside
-                starts = torch.cumsum(counts, 0) - counts
-                rank = torch.arange(order.numel(), device=order.device) - starts[groups[order]]
-                order = order[rank < k]
-                image_idx, cand_anchor, class_idx = image_idx[order], cand_anchor[order], class_idx[order]
-                cand_scores, groups = cand_scores[order], groups[order]
+        if self.topk_per == "level":
+            if anchor_levels is None:
+                raise ValueError("topk_per='level' needs anchor_levels, the level of each anchor")
+            num_levels = int(anchor_levels.max()) + 1
+            level_groups = image_idx * num_levels + anchor_levels[cand_anchor]
+            order = self._topk_per_group(cand_scores, level_groups, batch * num_levels, self.topk_candidates)
+        else:
+            order = self._topk_per_group(cand_scores, groups, batch * num_fg, min(self.topk_candidates, num_anchors))
+        if order is not None:
+            image_idx, cand_anchor, class_idx = image_idx[order], cand_anchor[order], class_idx[order]
+            cand_scores, groups = cand_scores[order], groups[order]
         codes = bbox_regression.reshape(-1, 4)[image_idx * num_anchors + cand_anchor].float()
         boxes = self.box_coder.decode(codes, anchors[cand_anchor])
         in_h, in_w = input_size
         # clip_boxes_to_image's result in two ops instead of eight (this path is op-overhead bound).
         boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([in_w, in_h, in_w, in_h]))
+        if self.min_box_size is not None:  # mmdetection drops boxes no larger than this after clipping
+            sizes = boxes[:, 2:] - boxes[:, :2]
+            valid = ((sizes[:, 0] > self.min_box_size) & (sizes[:, 1] > self.min_box_size)).nonzero().squeeze(1)
+            image_idx, class_idx, cand_scores = image_idx[valid], class_idx[valid], cand_scores[valid]
+            boxes, groups = boxes[valid], groups[valid]
 
         kept = batched_nms(boxes, cand_scores, groups, self.nms_threshold)  # by descending score
-        if batch == 1:
-            kept = kept[: self.max_detections]
-            kept_image = None
-            counts = [kept.numel()]
-        else:
-            kept_image = image_idx[kept]
-            # Stable sort by image keeps score order inside each image; rank < max_detections.
-            order = kept_image.argsort(stable=True)
-            kept, kept_image = kept[order], kept_image[order]
-            per_image = torch.bincount(kept_image, minlength=batch)
-            starts = torch.cumsum(per_image, 0) - per_image
-            rank = torch.arange(kept.numel(), device=kept.device) - starts[kept_image]
-            selected = rank < self.max_detections
-            kept, kept_image = kept[selected], kept_image[selected]
-            counts = torch.bincount(kept_image, minlength=batch).tolist()
-
+        kept, kept_image, counts = self._cap_per_image(kept, image_idx, batch)
         out_boxes = boxes[kept]
         if image_sizes is not None:
-            # Clipped in input pixels, so scaling keeps them inside the original image (torchvision's order).
-            scale = torch.tensor([[float(w) / in_w, float(h) / in_h] * 2 for h, w in image_sizes],
-                                 dtype=out_boxes.dtype, device=out_boxes.device)
-            out_boxes = out_boxes * (scale if kept_image is None else scale[kept_image])
+            sizes = torch.as_tensor([[int(h), int(w)] for h, w in image_sizes], device=out_boxes.device)
+            out_boxes = scale_boxes_to_image(out_boxes, input_size, sizes[0] if kept_image is None else sizes[kept_image])
         out_scores = cand_scores[kept]
         out_labels = class_idx[kept] + 1
         return [
             {"boxes": b, "scores": s, "labels": l}
             for b, s, l in zip(out_boxes.split(counts), out_scores.split(counts), out_labels.split(counts))
         ]
+
+    @staticmethod
+    def _topk_per_group(scores: Tensor, groups: Tensor, num_groups: int, k: int) -> Tensor | None:
+        """Indices of the ``k`` best candidates of each (image, class) group, or ``None`` when no group
+        has more than ``k`` (then every candidate stays, in its order)."""
+        if scores.numel() <= k:
+            return None
+        counts = torch.bincount(groups, minlength=num_groups)
+        if int(counts.max()) <= k:
+            return None
+        order = scores.argsort(descending=True, stable=True)
+        order = order[groups[order].argsort(stable=True)]  # by group, best first inside
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(order.numel(), device=order.device) - starts[groups[order]]
+        return order[rank < k]
+
+    def _cap_per_image(self, kept: Tensor, image_idx: Tensor, batch: int) -> tuple[Tensor, Tensor | None, list[int]]:
+        """The first ``max_detections`` NMS survivors (``kept``, descending score) of each image, grouped
+        by image; returns them, their image index (``None`` for a batch of one) and the count per image."""
+        if batch == 1:
+            kept = kept[: self.max_detections]
+            return kept, None, [kept.numel()]
+        kept_image = image_idx[kept]
+        # Stable sort by image keeps score order inside each image; rank < max_detections.
+        order = kept_image.argsort(stable=True)
+        kept, kept_image = kept[order], kept_image[order]
+        per_image = torch.bincount(kept_image, minlength=batch)
+        starts = torch.cumsum(per_image, 0) - per_image
+        rank = torch.arange(kept.numel(), device=kept.device) - starts[kept_image]
+        selected = rank < self.max_detections
+        kept, kept_image = kept[selected], kept_image[selected]
+        return kept, kept_image, torch.bincount(kept_image, minlength=batch).tolist()

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 from detector.modeling.anchors import DefaultBoxGenerator
-from detector.modeling.backbone import BN_EPS, MobileNetV2Backbone, load_backbone_weights
+from detector.modeling.backbone import BN_EPS, build_backbone, load_backbone_weights
 from detector.modeling.boxes import BoxCoder
 from detector.modeling.heads import SSDLiteHead
 from detector.modeling.loss import MultiBoxLoss
@@ -22,10 +22,49 @@ from detector.modeling.postprocess import PostProcessor
 PRESETS: dict[str, dict[str, Any]] = {
     "ssdlite_mobilenetv2": {"neck": "ssdlite", "image_size": 320},
     "ssdlite_fpn_mobilenetv2": {"neck": "fpn", "image_size": 320},
+    # torchvision's ssdlite320_mobilenet_v3_large (detector.zoo: its COCO weights load into it exactly).
+    "ssdlite320_mobilenet_v3_large": {
+        "backbone": "mobilenet_v3_large",
+        "reduced_tail": True,  # torchvision builds its COCO model without ImageNet weights, so reduced
+        "neck": "ssdlite",
+        "image_size": 320,
+        "bn_eps": 0.001,
+        "min_scale": 0.2,
+        "max_scale": 0.95,
+        "reduce_boxes_in_lowest_layer": False,
+        "anchor_order": "torchvision",
+        "clip_anchors": True,
+        "score_threshold": 0.001,
+        "nms_threshold": 0.55,
+        "topk_candidates": 300,
+        "max_detections": 300,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+    },
+    # mmdetection's ssdlite_mobilenetv2-scratch_8xb24-600e_coco (detector.zoo, likewise).
+    "ssdlite_mobilenetv2_mmdet": {
+        "backbone_taps": "blocks",  # its out_indices=(4, 7): block outputs, 96 and 1280 channels
+        "neck": "ssdlite",
+        "image_size": 320,
+        "bn_eps": 0.001,
+        "reduce_boxes_in_lowest_layer": False,
+        "anchor_order": "torchvision",  # (s, 1), (s', 1), (s, 2), (s, 1/2), ...: mmdetection's order too
+        "anchor_scales": [size / 320 for size in (48, 100, 150, 202, 253, 304, 320)],  # min_sizes, last max
+        "anchor_steps": [16, 32, 64, 107, 160, 320],
+        "score_threshold": 0.02,
+        "nms_threshold": 0.45,
+        "topk_candidates": 1000,  # its nms_pre, per level
+        "topk_per": "level",
+        "min_box_size": 0.0,
+        "max_detections": 200,
+    },
 }
 
 DEFAULTS: dict[str, Any] = {
     "num_classes": 91,  # background included: COCO's 90 category ids + background
+    "backbone": "mobilenet_v2",  # or "mobilenet_v3_large" (torchvision's SSDLite)
+    "reduced_tail": False,  # MobileNetV3's halved last stage
+    "backbone_taps": "expansion",  # MobileNetV2: "expansion" (TF) or "blocks" (mmdetection)
     "width_mult": 1.0,
     "neck": "ssdlite",
     "image_size": 320,
@@ -35,6 +74,10 @@ DEFAULTS: dict[str, Any] = {
     "max_scale": 0.95,
     "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 1.0 / 3.0],
     "reduce_boxes_in_lowest_layer": True,
+    "anchor_order": "tf",  # or "torchvision": the same boxes in torchvision's order
+    "clip_anchors": False,  # torchvision clips default box sizes to the image
+    "anchor_scales": None,  # explicit per-level scales (num_levels + 1), as mmdetection's min/max sizes
+    "anchor_steps": None,  # anchor centres on a grid of these pixel strides (mmdetection)
     "classification": "softmax",  # or "focal"
     "iou_threshold": 0.5,
     "neg_pos_ratio": 3.0,
@@ -42,9 +85,15 @@ DEFAULTS: dict[str, Any] = {
     "nms_threshold": 0.55,
     "topk_candidates": 300,
     "max_detections": 100,
+    "topk_per": "class",  # top-k candidates per class (torchvision) or per level ("level", mmdetection)
+    "min_box_size": None,  # drop boxes no larger than this (pixels, after clipping), as mmdetection
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
 }
+
+# SSD's box coding weights (wx, wy, ww, wh): fixed by the recipe, not an option.
+BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
@@ -105,6 +154,7 @@ class SSDLite(nn.Module):
         self.feature_sizes = [tuple(m.shape[-2:]) for m in maps]
         self.head = SSDLiteHead(in_channels, anchor_generator.num_anchors_per_location(), num_classes)
         self.register_buffer("anchors", anchor_generator(self.feature_sizes, self.image_size), persistent=False)
+        self.register_buffer("anchor_levels", anchor_generator.levels(self.feature_sizes), persistent=False)
         with torch.no_grad():
             cls_logits, _ = self.head.eval()(maps)
         self.train(was_training)
@@ -124,7 +174,8 @@ class SSDLite(nn.Module):
         self, cls_logits: Tensor, bbox_regression: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
     ) -> list[dict[str, Tensor]]:
         """Detections from raw outputs; boxes in ``image_sizes`` pixels (input pixels if ``None``)."""
-        return self.post_processor(cls_logits, bbox_regression, self.anchors, self.image_size, image_sizes)
+        return self.post_processor(cls_logits, bbox_regression, self.anchors, self.image_size, image_sizes,
+                                   anchor_levels=self.anchor_levels)
 
     @torch.no_grad()
     def predict(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
@@ -153,6 +204,41 @@ def resolve_config(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overr
     config["image_size"] = list(_pair(config["image_size"]))
     return config
 
+def build_anchor_generator(config: dict[str, Any]) -> DefaultBoxGenerator:
+    """The default boxes of a recipe (a ``model.config``; missing keys take ``DEFAULTS``).
+
+    The one place that turns anchor options into a generator: ``build_model`` and the ONNX runner
+    (which has the config but no network) both call it, so an anchor option cannot be missed by one.
+    """
+    config = resolve_config(config)
+    return DefaultBoxGenerator(
+        num_levels=6,
+        min_scale=config["min_scale"],
+        max_scale=config["max_scale"],
+        aspect_ratios=config["aspect_ratios"],
+        reduce_boxes_in_lowest_layer=config["reduce_boxes_in_lowest_layer"],
+        order=config["anchor_order"],
+        clip=config["clip_anchors"],
+        scales=config["anchor_scales"],
+        steps=config["anchor_steps"],
+    )
+
+
+def build_post_processor(config: dict[str, Any]) -> PostProcessor:
+    """The decoding and NMS of a recipe (a ``model.config``; missing keys take ``DEFAULTS``)."""
+    config = resolve_config(config)
+    return PostProcessor(
+        BoxCoder(BOX_CODER_WEIGHTS),
+        score_threshold=config["score_threshold"],
+        nms_threshold=config["nms_threshold"],
+        topk_candidates=config["topk_candidates"],
+        max_detections=config["max_detections"],
+        classification=config["classification"],
+        topk_per=config["topk_per"],
+        min_box_size=config["min_box_size"],
+    )
+
+
 def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overrides: Any) -> SSDLite:
     """Build an SSDLite-MobileNetV2 detector.
 
@@ -168,35 +254,23 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
         model = build_model("ssdlite_mobilenetv2", num_classes=91, width_mult=1.0, image_size=300)
     """
     config = resolve_config(preset, **overrides)
-    backbone = MobileNetV2Backbone(width_mult=config["width_mult"], bn_eps=config["bn_eps"])
+    backbone = build_backbone(config["backbone"], width_mult=config["width_mult"], bn_eps=config["bn_eps"],
+                              reduced_tail=config["reduced_tail"], taps=config["backbone_taps"])
     if config["pretrained_backbone"] not in (None, "", "none"):
         load_backbone_weights(backbone, str(config["pretrained_backbone"]))
     with torch.no_grad():
         backbone_channels = [f.shape[1] for f in backbone.eval()(torch.zeros(1, 3, 64, 64))]
     backbone.train()
     neck = build_neck(config["neck"], backbone_channels, config["width_mult"])
-    anchor_generator = DefaultBoxGenerator(
-        num_levels=6,
-        min_scale=config["min_scale"],
-        max_scale=config["max_scale"],
-        aspect_ratios=config["aspect_ratios"],
-        reduce_boxes_in_lowest_layer=config["reduce_boxes_in_lowest_layer"],
-    )
-    box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    anchor_generator = build_anchor_generator(config)
+    box_coder = BoxCoder(BOX_CODER_WEIGHTS)
     criterion = MultiBoxLoss(
         box_coder,
         SSDMatcher(config["iou_threshold"]),
         classification=config["classification"],
         neg_pos_ratio=config["neg_pos_ratio"],
     )
-    post_processor = PostProcessor(
-        box_coder,
-        score_threshold=config["score_threshold"],
-        nms_threshold=config["nms_threshold"],
-        topk_candidates=config["topk_candidates"],
-        max_detections=config["max_detections"],
-        classification=config["classification"],
-    )
+    post_processor = build_post_processor(config)
     return SSDLite(
         backbone=backbone,
         neck=neck,

@@ -18,29 +18,22 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
+from detector.data.io import IMAGE_SUFFIXES, ImageReadError, is_image_file, load_image
 from detector.pretrain.transforms import AUGMENTATIONS, build_classifier_transforms
-from detector.data.coco import worker_init_fn
-from detector.data.io import ImageReadError, load_image
-from detector.training.datamodule import EpochShuffleSampler
+from detector.training.loaders import LoaderDataModule
 
 __all__ = [
     "AUGMENTATIONS",
-    "IMAGE_SUFFIXES",
     "ClassifierDataModule",
     "ImageFolderDataset",
     "build_classifier_transforms",
     "classification_collate",
     "find_classes",
 ]
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
-
 
 def find_classes(directory: str | PathLike[str]) -> list[str]:
     """The sorted names of ``directory``'s sub-folders (hidden ones excluded)."""
@@ -84,10 +77,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         for label, name in enumerate(self.class_names):
             folder = self.root / name
             if folder.is_dir():
-                files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
                 self.samples.extend((p, label) for p in files)
         if not self.samples:
-            raise ValueError(f"{self.root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
+            raise ValueError(f"{self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
         self.unreadable: list[str] = []
 
     def __len__(self) -> int:
@@ -124,7 +117,7 @@ def classification_collate(batch: Sequence[tuple[Tensor, int] | None]) -> tuple[
     return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items], dtype=torch.int64)
 
 
-class ClassifierDataModule(pl.LightningDataModule):
+class ClassifierDataModule(LoaderDataModule):
     """Train and validation loaders over ImageFolder-layout folders.
 
     Args:
@@ -147,17 +140,14 @@ class ClassifierDataModule(pl.LightningDataModule):
         augment: str = "standard",
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, seed, classification_collate)
         self.save_hyperparameters()
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         self.train_dir = train_dir
         self.val_dir = val_dir
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.image_size = image_size
         self.augment = augment
-        self.seed = seed
         source = train_dir or val_dir
         if source is None:
             raise ValueError("give --data.train_dir (or --data.val_dir for validate)")
@@ -165,6 +155,10 @@ class ClassifierDataModule(pl.LightningDataModule):
         self.class_names: list[str] = find_classes(source)
         self.train_dataset: ImageFolderDataset | None = None
         self.val_dataset: ImageFolderDataset | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_dir)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_dataset is None:
@@ -175,28 +169,3 @@ class ClassifierDataModule(pl.LightningDataModule):
         if stage in ("fit", "validate") and self.val_dataset is None and self.val_dir:
             transform = build_classifier_transforms(self.image_size, train=False)
             self.val_dataset = ImageFolderDataset(self.val_dir, self.class_names, transform)
-
-    def _loader(self, dataset: ImageFolderDataset, train: bool) -> DataLoader:
-        distributed = self.trainer is not None and self.trainer.world_size > 1
-        # A (seed, epoch)-seeded order: the same in every run and after a resume.
-        sampler = EpochShuffleSampler(len(dataset), self.seed) if train and not distributed else None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train if sampler is None else None,
-            sampler=sampler,
-            drop_last=train,
-            num_workers=self.num_workers,
-            collate_fn=classification_collate,
-            worker_init_fn=worker_init_fn,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_dataset is not None
-        return self._loader(self.train_dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_dataset is None:
-            return []
-        return self._loader(self.val_dataset, train=False)

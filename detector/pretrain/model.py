@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torchvision.models import MobileNet_V2_Weights
 
 from detector.modeling.backbone import BN_EPS, BN_MOMENTUM, MobileNetV2Backbone, imagenet_weights_path, load_backbone_weights
-from detector.checkpoint import EMA_PREFIX, MODEL_PREFIX
+from detector.checkpoint import load_data, model_state_dict, read_checkpoint
 from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "classifier_meta",
     "is_classifier_checkpoint",
     "load_classifier",
-    "read_classifier_checkpoint",
 ]
 
 CLASSIFIER_KEY = "classifier"
@@ -94,13 +93,14 @@ class MobileNetV2Classifier(nn.Module):
     def load_pretrained(self, source: str) -> bool:
         """Load the trunk from ``source`` (``"imagenet"`` or a path), and the head when ``source`` has
         one of the right shape. Returns whether the head was loaded."""
-        load_backbone_weights(self.trunk, source)
         if source == "imagenet":
+            load_backbone_weights(self.trunk, source)
             if self.num_classes != 1000:
                 return False
             state = _imagenet_state_dict()
         else:
-            state = torch.load(source, map_location="cpu", weights_only=True)
+            state = load_data(source)  # first: a file that would run code is refused with a clear error
+            load_backbone_weights(self.trunk, source)
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
         head = _head_state_dict(state)
@@ -152,23 +152,6 @@ def classifier_meta(
     }
 
 
-def read_classifier_checkpoint(path: str | PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a classifier checkpoint as data (``weights_only=True``); ``ValueError`` if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{path}: cannot be loaded as data with torch.load(weights_only=True) "
-            f"({type(error).__name__}: {error})"
-        ) from error
-    if not isinstance(checkpoint, dict) or CLASSIFIER_KEY not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(f"{path}: not a classifier checkpoint (no 'classifier' and 'state_dict' entries)")
-    return checkpoint
-
-
 def is_classifier_checkpoint(path: str | PathLike[str]) -> bool:
     """Whether ``path`` is a classifier checkpoint (a torch file with a ``classifier`` entry).
 
@@ -190,12 +173,8 @@ def load_classifier(
 ) -> tuple[MobileNetV2Classifier, dict[str, Any]]:
     """Rebuild a checkpoint's classifier in eval mode (its EMA weights when present) and its
     ``classifier`` metadata (``class_names``, ``image_size``, ``mean``, ``std``, ``config``)."""
-    checkpoint = read_classifier_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(path, map_location, kind=CLASSIFIER_KEY)
     meta = checkpoint[CLASSIFIER_KEY]
-    config = dict(meta["config"], pretrained="none")
-    model = MobileNetV2Classifier(**config)
-    state = checkpoint["state_dict"]
-    ema = {k[len(EMA_PREFIX):]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
-    plain = {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
-    model.load_state_dict(ema if prefer_ema and ema else plain)
+    model = MobileNetV2Classifier(**dict(meta["config"], pretrained="none"))
+    model.load_state_dict(model_state_dict(checkpoint, prefer_ema))
     return model.to(map_location).eval(), meta

@@ -3,18 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
-import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 from detector.modeling.backbone import BN_MOMENTUM
 from detector.pretrain.model import CLASSIFIER_KEY, MobileNetV2Classifier, classifier_meta
-from detector.constants import IMAGENET_MEAN, IMAGENET_STD
-from detector.training.module import parameter_groups
-from detector.training.schedules import warmup_cosine_scheduler
+from detector.training.base import TrainingModule
 
 __all__ = ["ClassifierModule", "topk_correct"]
 
@@ -27,7 +22,7 @@ def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -
     return [hits[:, :k].any(dim=1).float() for k in ks]
 
 
-class ClassifierModule(pl.LightningModule):
+class ClassifierModule(TrainingModule):
     """Trains MobileNetV2 on labelled images: Nesterov SGD, warmup + cosine, optional label smoothing
     and EMA; logs ``train/loss``, ``val/loss``, ``val/top1`` and ``val/top5``.
 
@@ -72,19 +67,11 @@ class ClassifierModule(pl.LightningModule):
             num_classes=len(self.class_names), width_mult=width_mult, dropout=dropout, pretrained=pretrained,
             bn_momentum=bn_momentum,
         )
-        self.ema_model: AveragedModel | None = None
-        if ema_decay:
-            self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            self.ema_model.requires_grad_(False)
+        self.init_ema(ema_decay)
 
     def forward(self, images: Tensor) -> Tensor:
         """``images`` ``[B, 3, H, W]`` normalised -> ``logits`` ``[B, num_classes]``."""
         return self.model(images)
-
-    @property
-    def eval_model(self) -> MobileNetV2Classifier:
-        """The weights validation and export use: the EMA copy when there is one."""
-        return self.ema_model.module if self.ema_model is not None else self.model
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
@@ -93,29 +80,12 @@ class ClassifierModule(pl.LightningModule):
             return None  # every image of the batch was unreadable
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        self._stop_on_non_finite(loss)
+        self.stop_on_non_finite(loss)
         batch_size = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/top1", (logits.argmax(1) == labels).float().mean(), batch_size=batch_size)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
         return loss
-
-    def _stop_on_non_finite(self, loss: Tensor) -> None:
-        bad = (~torch.isfinite(loss.detach())).float()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every rank stops together
-        if bad.item() == 0:
-            return
-        path = f"{self.trainer.default_root_dir}/checkpoints/last.ckpt"
-        self.trainer.save_checkpoint(path)  # no backward ran: these are the last good weights
-        raise FloatingPointError(
-            f"non-finite loss ({loss.item()}) at global step {self.global_step}; the last good weights are in "
-            f"{path}. Lower the learning rate."
-        )
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema_model is not None:
-            self.ema_model.update_parameters(self.model)
 
     # -- validation ----------------------------------------------------------------------------
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -135,12 +105,3 @@ class ClassifierModule(pl.LightningModule):
         checkpoint[CLASSIFIER_KEY] = classifier_meta(
             self.model, self.class_names, self.hparams.image_size, IMAGENET_MEAN, IMAGENET_STD
         )
-
-    # -- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        groups = parameter_groups(self.model, hp.weight_decay)
-        optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = warmup_cosine_scheduler(optimizer, hp.warmup_steps, total, hp.warmup_factor)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}

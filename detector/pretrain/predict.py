@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detector.pretrain.transforms import build_classifier_transforms
-from detector.pretrain.model import MobileNetV2Classifier, load_classifier
+from detector.checkpoint import resolve_device
 from detector.data.io import ImageReadError, load_image
+from detector.files import atomic_write_text
+from detector.pretrain.model import MobileNetV2Classifier, load_classifier
+from detector.pretrain.transforms import build_classifier_transforms
 
 __all__ = ["ClassifierPredictor", "predict_images"]
 
@@ -56,12 +58,11 @@ class ClassifierPredictor:
         self.transform = build_classifier_transforms(self.image_size, train=False, mean=mean, std=std)
 
     @classmethod
-    def from_checkpoint(cls, path: str | PathLike[str], device: str = "cpu") -> "ClassifierPredictor":
-        """Load a classifier checkpoint (EMA weights when present); ``device`` ``"auto"`` picks CUDA if any."""
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+    def from_checkpoint(cls, path: str | PathLike[str], device: str = "cpu") -> ClassifierPredictor:
+        """Load a classifier checkpoint as data only (EMA weights when present; a pickle that would run
+        code is refused with ``ValueError``); ``device`` ``"auto"`` picks CUDA if any."""
         model, meta = load_classifier(path)
-        return cls(model, meta["class_names"], meta["image_size"], meta["mean"], meta["std"], device)
+        return cls(model, meta["class_names"], meta["image_size"], meta["mean"], meta["std"], resolve_device(device))
 
     def preprocess(self, images: Sequence[ImageInput]) -> Tensor:
         """Paths or ``HxWx3`` uint8 RGB arrays -> ``FloatTensor[B, 3, S, S]`` normalised, on the device."""
@@ -116,9 +117,7 @@ def predict_images(
             entries = [{"class": label, "score": round(score, 5)} for label, score in top]
             results.append({"file_name": name, "top": entries})
     if output is not None:
-        out = Path(output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "classifications.json").write_text(json.dumps(results, indent=1))
+        atomic_write_text(Path(output) / "classifications.json", json.dumps(results, indent=1))
     if unreadable:
         print(f"{len(unreadable)} unreadable file(s) skipped: {', '.join(unreadable)}", file=sys.stderr)
     return 0 if results else 1

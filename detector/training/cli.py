@@ -1,31 +1,45 @@
-"""``tools/train.py``: LightningCLI over :class:`DetectorModule` and :class:`DetectionDataModule`."""
+"""The CLI base of every training tool (:class:`RunCLI`), and ``tools/train.py``'s :class:`DetectorCLI`
+over :class:`DetectorModule` and :class:`DetectionDataModule`."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from detector.training.callbacks import AtomicCheckpointIO, DetectorCheckpoint
+from detector.checkpoint import load_data
+from detector.modeling.ssdlite import resolve_config
+from detector.training.callbacks import AtomicCheckpointIO, RunCheckpoint
 from detector.training.datamodule import DetectionDataModule
 from detector.training.module import DetectorModule
 
-
-def _label_map_of(data: DetectionDataModule) -> dict[str, list]:
-    return data.label_map.to_dict()
+__all__ = ["DetectorCLI", "RunCLI", "main", "run_cli"]
 
 
-class DetectorCLI(LightningCLI):
-    """Links the data to the model (image size, label map) and puts the run in ``default_root_dir``:
-    checkpoints in ``checkpoints/``, CSV and TensorBoard logs in ``csv/`` and ``tensorboard/``."""
+class RunCLI(LightningCLI):
+    """A LightningCLI whose run lives in ``default_root_dir``: ``checkpoints/best.ckpt`` (by
+    ``MONITOR``) and ``checkpoints/last.ckpt`` (:class:`RunCheckpoint`, options ``--checkpoint.*``),
+    CSV and TensorBoard logs in ``csv/`` and ``tensorboard/``, checkpoints written atomically and read
+    as data only. The data's ``image_size`` is linked to the model's; subclasses link the rest."""
+
+    MONITOR: str = "val/mAP"
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(DetectorCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": self.MONITOR})
         parser.link_arguments("data.image_size", "model.image_size")
-        # The number of classes and the label map come from the training annotations, never by hand.
-        parser.link_arguments("data", "model.label_map", compute_fn=_label_map_of, apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():
+            # LightningCLI reads the file's hyperparameters next (as data only, but with torch's
+            # message): check it here first, so a file that needs code fails with an error naming it.
+            load_data(path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
@@ -37,14 +51,46 @@ class DetectorCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def main(args: list[str] | None = None, run: bool = True) -> DetectorCLI:
-    return DetectorCLI(
-        DetectorModule,
-        DetectionDataModule,
+def run_cli(cli: type[RunCLI], model: type[LightningModule], data: type[LightningDataModule],
+            args: list[str] | None, run: bool, default_root_dir: str) -> RunCLI:
+    """``cli`` over ``model`` and ``data``: seed 0 by default, the full config saved beside the run."""
+    return cli(
+        model,
+        data,
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
         # Lightning's 'auto' would pick MPS/GPU when present; 'auto' is right for users, so keep it.
-        trainer_defaults={"default_root_dir": "runs/default"},
+        trainer_defaults={"default_root_dir": default_root_dir},
     )
+
+
+def _label_map_of(data: DetectionDataModule) -> dict[str, list]:
+    return data.label_map.to_dict()
+
+
+def _preset_mean(preset: str) -> list[float]:
+    return list(resolve_config(preset)["mean"])
+
+
+def _preset_std(preset: str) -> list[float]:
+    return list(resolve_config(preset)["std"])
+
+
+class DetectorCLI(RunCLI):
+    """Links the data to the model: image size, and the label map of the training annotations."""
+
+    MONITOR = "val/mAP"
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        # The number of classes and the label map come from the training annotations, never by hand.
+        parser.link_arguments("data", "model.label_map", compute_fn=_label_map_of, apply_on="instantiate")
+        # The data is normalised as the model's recipe expects ([-1, 1] for torchvision's SSDLite).
+        parser.link_arguments("model.preset", "data.mean", compute_fn=_preset_mean)
+        parser.link_arguments("model.preset", "data.std", compute_fn=_preset_std)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> DetectorCLI:
+    return run_cli(DetectorCLI, DetectorModule, DetectionDataModule, args, run, "runs/default")

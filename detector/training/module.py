@@ -3,34 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from detector.checkpoint import detector_meta, model_state_dict, read_checkpoint
 from detector.evaluation.coco import CocoEvaluator
+from detector.evaluation.evaluate import evaluation_step
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite, build_model
-from detector.training.schedules import warmup_cosine_scheduler
+from detector.training.base import TrainingModule
 
-METRIC_KEYS = {"AP": "mAP", "AP50": "mAP50", "AP75": "mAP75", "APs": "mAP_small", "APm": "mAP_medium", "APl": "mAP_large"}
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv / linear weights only; none on BatchNorm and biases (the MobileNet recipe)."""
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) or name == "bias":
-                no_decay.append(param)
-            else:
-                decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+# The evaluator's keys -> the names logged as ``val/<name>``.
+LOGGED_METRICS = {"AP": "mAP", "AP50": "mAP50", "AP75": "mAP75", "APs": "mAP_small", "APm": "mAP_medium", "APl": "mAP_large"}
 
 
 def load_matching_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
@@ -47,13 +32,13 @@ def load_matching_weights(model: nn.Module, path: str) -> tuple[list[str], list[
     return sorted(loadable), skipped
 
 
-class DetectorModule(pl.LightningModule):
+class DetectorModule(TrainingModule):
     """Trains SSDLite with Nesterov SGD (or AdamW), warmup + cosine, optional EMA, COCO validation.
 
     Args:
         preset: model recipe name (see ``detector.PRESETS``).
         width_mult, neck, pretrained_backbone, classification: model options (see ``build_model``).
-        image_size: network input side; linked from ``--data.image_size``.
+        image_size: network input side, or ``[height, width]``; linked from ``--data.image_size``.
         label_map: ``{"category_ids": [...], "names": [...]}``; linked from the training annotations,
             it sets the number of classes. Never set by hand.
         init_checkpoint: a detector checkpoint to fine-tune from (every weight whose shape fits).
@@ -78,7 +63,7 @@ class DetectorModule(pl.LightningModule):
         pretrained_backbone: str = "none",
         init_checkpoint: str | None = None,
         classification: str = "softmax",
-        image_size: int = 320,
+        image_size: int | list[int] = 320,
         label_map: dict[str, list] | None = None,
         optimizer: str = "sgd",
         lr: float = 0.15,
@@ -118,10 +103,7 @@ class DetectorModule(pl.LightningModule):
                 f"init_checkpoint {init_checkpoint}: loaded {len(loaded)} tensors, "
                 f"re-initialised {len(skipped)}: {', '.join(skipped) if skipped else 'none'}"
             )
-        self.ema_model: AveragedModel | None = None
-        if ema_decay:
-            self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            self.ema_model.requires_grad_(False)
+        self.init_ema(ema_decay)
         self.evaluator: CocoEvaluator | None = None
 
     def setup(self, stage: str) -> None:
@@ -134,17 +116,13 @@ class DetectorModule(pl.LightningModule):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.model(self._layout(images))
 
-    @property
-    def eval_model(self) -> SSDLite:
-        """The weights validation and export use: the EMA copy when there is one."""
-        return self.ema_model.module if self.ema_model is not None else self.model
-
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> Tensor:
         images, targets = batch
         losses = self.model.compute_loss(self._layout(images), targets)
         loss = losses["loss"]
-        self._stop_on_non_finite(loss, targets)
+        names = [t.get("file_name", t.get("image_id")) for t in targets]
+        self.stop_on_non_finite(loss, f" on images {names}", "Lower the learning rate or check these images' boxes.")
         batch_size = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/loss_box", losses["loss_box"], batch_size=batch_size)
@@ -152,25 +130,6 @@ class DetectorModule(pl.LightningModule):
         self.log("train/num_positives", losses["num_positives"].float(), batch_size=batch_size)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
         return loss
-
-    def _stop_on_non_finite(self, loss: Tensor, targets: list[dict[str, Any]]) -> None:
-        bad = (~torch.isfinite(loss.detach())).float()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every rank stops together
-        if bad.item() == 0:
-            return
-        # The weights are still those of the last good step (no backward ran): keep them.
-        path = f"{self.trainer.default_root_dir}/checkpoints/last.ckpt"
-        self.trainer.save_checkpoint(path)
-        names = [t.get("file_name", t.get("image_id")) for t in targets]
-        raise FloatingPointError(
-            f"non-finite loss ({loss.item()}) at global step {self.global_step} on images {names}; "
-            f"the last good weights are in {path}. Lower the learning rate or check these images' boxes."
-        )
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema_model is not None:
-            self.ema_model.update_parameters(self.model)
 
     # -- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -187,30 +146,16 @@ class DetectorModule(pl.LightningModule):
         cls_logits, bbox_regression = model(self._layout(images))
         losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets)
         self.log("val/loss", losses["loss"], sync_dist=True, batch_size=images.shape[0])
-        sizes = [tuple(int(s) for s in t["orig_size"]) for t in targets]
-        predictions = model.postprocess(cls_logits, bbox_regression, sizes)
-        self.evaluator.process([int(t["image_id"]) for t in targets], predictions)
+        # The step tools/eval.py runs too, on the outputs the loss already computed.
+        evaluation_step(self.evaluator, lambda _, sizes: model.postprocess(cls_logits, bbox_regression, sizes),
+                        images, targets)
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.evaluator.evaluate()
-        for key, name in METRIC_KEYS.items():
+        for key, name in LOGGED_METRICS.items():
             # Every rank holds rank 0's result, so logging needs no further reduction.
             self.log(f"val/{name}", float(metrics[key]), prog_bar=key in ("AP", "AP50"))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["detector"] = detector_meta(self.model, self.label_map)
-
-    # -- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        groups = parameter_groups(self.model, hp.weight_decay)
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
-        elif hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
-        else:
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp.optimizer!r}")
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = warmup_cosine_scheduler(optimizer, hp.warmup_steps, total, hp.warmup_factor)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}

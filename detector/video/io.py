@@ -27,10 +27,9 @@ import av
 import cv2
 import numpy as np
 
-from detector.data.io import ImageReadError, load_image
+from detector.data.io import IMAGE_SUFFIXES, ImageReadError, list_images, load_image
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "Frame",
     "FrameSource",
     "ImageFolderSource",
@@ -43,7 +42,6 @@ __all__ = [
     "open_source",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Encoders tried in order; all but the last give H.264, which every browser plays in MP4.
 _H264_ENCODERS = ("libx264", "libopenh264", "h264")
 _FALLBACK_ENCODER = "mpeg4"
@@ -219,7 +217,8 @@ class ImageFolderSource(FrameSource):
     unreadable one is skipped with a warning (the stream goes on).
 
     Args:
-        folder: a directory holding image files (``IMAGE_EXTENSIONS``; subfolders are ignored).
+        folder: a directory holding image files (``detector.data.io.IMAGE_SUFFIXES``; subfolders are
+            ignored).
         fps: the frame rate the images are played at.
 
     Raises:
@@ -230,10 +229,7 @@ class ImageFolderSource(FrameSource):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise VideoReadError(folder, "not a directory")
-        self.files = sorted(
-            (p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-            key=_natural_key,
-        )
+        self.files = sorted(list_images(self.folder, recursive=False), key=_natural_key)
         first = None
         for p in self.files:
             try:
@@ -242,7 +238,7 @@ class ImageFolderSource(FrameSource):
             except ImageReadError:
                 continue
         if first is None:
-            raise VideoReadError(folder, f"no readable image ({', '.join(IMAGE_EXTENSIONS)})")
+            raise VideoReadError(folder, f"no readable image ({', '.join(IMAGE_SUFFIXES)})")
         rate = Fraction(fps).limit_denominator(1001)
         self.info = VideoInfo(
             source=str(folder), kind="images", width=first.shape[1], height=first.shape[0],

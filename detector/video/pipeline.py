@@ -6,20 +6,29 @@ module needs no model and is tested with fake detectors.
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from tqdm import tqdm
 
-from detector.video.tracking import Tracker
-from detector.video.io import VideoReadError, VideoWriter, open_source
+from detector.arrays import to_numpy
+from detector.files import atomic_write
 from detector.video.draw import draw_detections, draw_overlay
+from detector.video.io import (
+    FrameSource,
+    VideoInfo,
+    VideoReadError,
+    VideoWriter,
+    open_source,
+)
+from detector.video.tracking import Tracker
 
 __all__ = ["DetectFn", "run_video"]
 
@@ -31,23 +40,17 @@ DetectFn = Callable[[np.ndarray], Mapping[str, Any]]
 _DEFAULT_FPS = 25.0
 
 
-def _as_numpy(x: Any, dtype: type, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor, possibly on a GPU
-        x = x.detach().cpu().numpy()
-    return np.asarray(x if x is not None else [], dtype=dtype).reshape(-1, *shape_tail)
-
-
 def _filter(det: Mapping[str, Any], score_threshold: float, classes: set[str] | None) -> dict:
     """Detections as numpy, keeping scores >= threshold and names in ``classes``."""
-    boxes = _as_numpy(det.get("boxes"), np.float64, (4,))
-    scores = _as_numpy(det.get("scores"), np.float64)
+    boxes = to_numpy(det.get("boxes"), np.float64, (4,))
+    scores = to_numpy(det.get("scores"), np.float64)
     names = [str(n) for n in det.get("names", [])]
     labels_in = det.get("labels")
     if labels_in is None:
         # No integer labels: derive stable ones from the names so the tracker can still separate classes.
         labels = np.array([sorted(set(names)).index(n) + 1 for n in names], dtype=np.int64)
     else:
-        labels = _as_numpy(labels_in, np.int64)
+        labels = to_numpy(labels_in, np.int64)
     n = len(boxes)
     if not (len(scores) == len(labels) == len(names) == n):
         raise ValueError(f"detect_fn returned {n} boxes, {len(scores)} scores, {len(labels)} labels "
@@ -95,7 +98,8 @@ def run_video(
         ``input`` / ``output`` (size, fps, codec...), ``detections`` (total kept), paths.
         ``OUT.json`` also holds ``"frames"``: per frame ``index``, ``timestamp``, ``model_ms`` and
         ``detections`` (``box`` xyxy pixels, ``score``, ``label``, ``name``, and ``track_id`` when
-        tracking: an int for a confirmed track, else None).
+        tracking: an int for a confirmed track, else None). Both files appear only when the run
+        completes (atomic writes): a failed run leaves neither a half video nor a half record.
 
     Raises:
         VideoReadError: the source cannot be opened or yields no frame.
@@ -105,95 +109,124 @@ def run_video(
     out_path = Path(output_path)
     json_path = out_path.with_suffix(".json")
     keep_classes = None if classes is None else {str(c) for c in classes}
-    tracker = (tracker or Tracker()) if track else None
+    step = _FrameStep(detect_fn, score_threshold, keep_classes, (tracker or Tracker()) if track else None)
 
-    source_obj = open_source(source, fps=fps)
-    info = source_obj.info
-    rate = info.rate or Fraction(fps).limit_denominator(1001)
-    total = info.frame_count
-    if max_frames is not None:
-        total = max_frames if total is None else min(total, max_frames)
-
-    # Per-frame records go to a side file as they come and are spliced into OUT.json at the end,
-    # so a long video's record never sits in memory.
-    frames_tmp = json_path.with_name(json_path.name + ".frames.tmp")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    n_frames = 0
-    n_dets = 0
-    model_s = 0.0
-    start = time.perf_counter()
-    writer: VideoWriter | None = None
-    try:
-        with source_obj, open(frames_tmp, "w", encoding="utf-8") as rec, tqdm(
-            total=total, unit="frame", disable=not progress, desc=out_path.name
-        ) as bar:
-            writer = VideoWriter(out_path, info.width, info.height, rate, crf=crf)
-            for frame in source_obj:
-                if max_frames is not None and n_frames >= max_frames:
-                    break
-                t0 = time.perf_counter()
-                raw = detect_fn(frame.image)
-                dt = time.perf_counter() - t0
-                model_s += dt
-                det = _filter(raw, score_threshold, keep_classes)
-
-                track_ids: list[int | None] | None = None
-                if tracker is not None:
-                    track_ids = [None] * len(det["boxes"])
-                    for t in tracker.update(det["boxes"], det["scores"], det["labels"]):
-                        track_ids[t.det_index] = t.track_id
-
-                image = draw_detections(frame.image, det["boxes"], det["scores"], det["names"], track_ids)
-                n_frames += 1
-                elapsed = time.perf_counter() - start
-                image = draw_overlay(image, [f"model {dt * 1000:.1f} ms", f"FPS {n_frames / elapsed:.1f}"])
-                writer.write(image)
-
-                dets = [
-                    {"box": [round(float(v), 2) for v in det["boxes"][i]], "score": round(float(det["scores"][i]), 4),
-                     "label": int(det["labels"][i]), "name": det["names"][i]}
-                    for i in range(len(det["boxes"]))
-                ]
-                if track_ids is not None:
-                    for d, tid in zip(dets, track_ids):
-                        d["track_id"] = tid
-                n_dets += len(dets)
-                rec.write(json.dumps({"index": frame.index, "timestamp": round(frame.timestamp, 4),
-                                      "model_ms": round(dt * 1000, 3), "detections": dets}) + "\n")
-                bar.update(1)
-            writer.close()
-        wall = time.perf_counter() - start
-        if n_frames == 0:
+    # Per-frame records go to an unnamed side file as they come and are spliced into OUT.json at the
+    # end, so a long video's record never sits in memory.
+    with open_source(source, fps=fps) as frames, atomic_write(out_path) as video_tmp, \
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=video_tmp.parent) as records:
+        info = frames.info
+        rate = info.rate or Fraction(fps).limit_denominator(1001)
+        with VideoWriter(video_tmp, info.width, info.height, rate, crf=crf) as writer:
+            bar = tqdm(total=_expected_frames(info.frame_count, max_frames), unit="frame",
+                       disable=not progress, desc=out_path.name)
+            with bar:
+                counts = _annotate(frames, step, writer, records, max_frames, bar)
+        if counts.frames == 0:
             raise VideoReadError(source, "no frame was decoded")
-
-        summary: dict[str, Any] = {
-            "input": info.to_dict(),
-            "output": {"path": str(out_path), "json": str(json_path), "width": writer.width,
-                       "height": writer.height, "fps": writer.fps, "codec": writer.codec_name,
-                       "container": "mp4", "pix_fmt": "yuv420p"},
-            "frames": n_frames,
-            "detections": n_dets,
-            "mean_model_ms": round(model_s / n_frames * 1000, 3),
-            "end_to_end_fps": round(n_frames / wall, 3) if wall > 0 else None,
-            "wall_s": round(wall, 3),
-            "score_threshold": score_threshold,
-            "classes": None if keep_classes is None else sorted(keep_classes),
-            "track": track,
-        }
-        _write_json(json_path, summary, frames_tmp)
-        return summary
-    finally:
-        if writer is not None:
-            writer.close()
-        frames_tmp.unlink(missing_ok=True)
+        summary = _summary(info, writer, out_path, json_path, counts, step, track)
+        _write_record(json_path, summary, records)
+    return summary
 
 
-def _write_json(json_path: Path, summary: dict, frames_tmp: Path) -> None:
-    """Write ``{"summary": ..., "frames": [...]}`` streaming the frame lines; atomic via rename."""
-    part = json_path.with_name(json_path.name + ".part")
-    with open(part, "w", encoding="utf-8") as f, open(frames_tmp, encoding="utf-8") as lines:
+def _expected_frames(frame_count: int | None, max_frames: int | None) -> int | None:
+    """The progress bar's total: the source's frame count, capped by ``max_frames``."""
+    if max_frames is None:
+        return frame_count
+    return max_frames if frame_count is None else min(frame_count, max_frames)
+
+
+class _FrameStep:
+    """One frame's work: detect, filter, track, draw; keeps the running model time."""
+
+    def __init__(self, detect_fn: DetectFn, score_threshold: float, classes: set[str] | None,
+                 tracker: Tracker | None) -> None:
+        self.detect_fn = detect_fn
+        self.score_threshold = score_threshold
+        self.classes = classes
+        self.tracker = tracker
+
+    def __call__(self, image: np.ndarray) -> tuple[dict, list[int | None] | None, float]:
+        """``(detections as numpy, track ids or None, detect_fn seconds)`` for one RGB frame."""
+        t0 = time.perf_counter()
+        raw = self.detect_fn(image)
+        seconds = time.perf_counter() - t0
+        det = _filter(raw, self.score_threshold, self.classes)
+        track_ids: list[int | None] | None = None
+        if self.tracker is not None:
+            track_ids = [None] * len(det["boxes"])
+            for t in self.tracker.update(det["boxes"], det["scores"], det["labels"]):
+                track_ids[t.det_index] = t.track_id
+        return det, track_ids, seconds
+
+
+@dataclass
+class _Counts:
+    frames: int = 0
+    detections: int = 0
+    model_s: float = 0.0
+    wall_s: float = 0.0
+
+
+def _annotate(frames: FrameSource, step: _FrameStep, writer: VideoWriter, records: TextIO,
+              max_frames: int | None, bar: tqdm) -> _Counts:
+    """Detect, draw and encode every frame; one JSON line per frame goes to ``records``."""
+    counts = _Counts()
+    start = time.perf_counter()
+    for frame in frames:
+        if max_frames is not None and counts.frames >= max_frames:
+            break
+        det, track_ids, seconds = step(frame.image)
+        image = draw_detections(frame.image, det["boxes"], det["scores"], det["names"], track_ids)
+        counts.frames += 1
+        counts.model_s += seconds
+        elapsed = time.perf_counter() - start
+        writer.write(draw_overlay(image, [f"model {seconds * 1000:.1f} ms", f"FPS {counts.frames / elapsed:.1f}"]))
+        dets = _detection_records(det, track_ids)
+        counts.detections += len(dets)
+        records.write(json.dumps({"index": frame.index, "timestamp": round(frame.timestamp, 4),
+                                  "model_ms": round(seconds * 1000, 3), "detections": dets}) + "\n")
+        bar.update(1)
+    counts.wall_s = time.perf_counter() - start
+    return counts
+
+
+def _detection_records(det: dict, track_ids: list[int | None] | None) -> list[dict[str, Any]]:
+    """One frame's kept detections as JSON-ready dicts (``track_id`` only when tracking)."""
+    dets = [
+        {"box": [round(float(v), 2) for v in det["boxes"][i]], "score": round(float(det["scores"][i]), 4),
+         "label": int(det["labels"][i]), "name": det["names"][i]}
+        for i in range(len(det["boxes"]))
+    ]
+    if track_ids is not None:
+        for d, tid in zip(dets, track_ids):
+            d["track_id"] = tid
+    return dets
+
+
+def _summary(info: VideoInfo, writer: VideoWriter, out_path: Path, json_path: Path, counts: _Counts,
+             step: _FrameStep, track: bool) -> dict[str, Any]:
+    return {
+        "input": info.to_dict(),
+        "output": {"path": str(out_path), "json": str(json_path), "width": writer.width,
+                   "height": writer.height, "fps": writer.fps, "codec": writer.codec_name,
+                   "container": "mp4", "pix_fmt": "yuv420p"},
+        "frames": counts.frames,
+        "detections": counts.detections,
+        "mean_model_ms": round(counts.model_s / counts.frames * 1000, 3),
+        "end_to_end_fps": round(counts.frames / counts.wall_s, 3) if counts.wall_s > 0 else None,
+        "wall_s": round(counts.wall_s, 3),
+        "score_threshold": step.score_threshold,
+        "classes": None if step.classes is None else sorted(step.classes),
+        "track": track,
+    }
+
+
+def _write_record(json_path: Path, summary: dict, records: TextIO) -> None:
+    """Write ``{"summary": ..., "frames": [...]}``, streaming the frame lines, through ``atomic_write``."""
+    records.seek(0)
+    with atomic_write(json_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write('{"summary": ' + json.dumps(summary, indent=2) + ',\n"frames": [\n')
-        for i, line in enumerate(lines):
+        for i, line in enumerate(records):
             f.write((",\n" if i else "") + line.rstrip("\n"))
         f.write("\n]}\n")
-    os.replace(part, json_path)

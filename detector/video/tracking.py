@@ -4,7 +4,7 @@ Written by hand rather than taken from a package: of the maintained PyPI tracker
 pins ``numpy<2``, ``trackers``/``supervision`` pull in ``opencv-python`` (which clashes with our
 ``opencv-python-headless``) plus ``requests``/``rich``, ``sort-tracker-py`` is GPLv3, and
 ``motpy``/``bytetracker``/``sort-tracker`` have been unmaintained since 2021-2023. SORT itself is
-~150 lines of numpy and scipy, both already dependencies.
+~150 lines of numpy and scipy, both already dependencies (the IoU is ``torchvision.ops.box_iou``).
 
 Follows Bewley et al., "Simple Online and Realtime Tracking" (2016): the state is the box centre,
 area and aspect ratio plus the velocities of the first three; detections are assigned to the
@@ -22,22 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
+from torchvision.ops import box_iou
 
-__all__ = ["Track", "Tracker", "iou_matrix"]
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``a [N, 4]`` and ``b [M, 4]`` xyxy boxes -> ``[N, M]``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+__all__ = ["Track", "Tracker"]
 
 
 def _xyxy_to_z(box: np.ndarray) -> np.ndarray:
@@ -232,7 +221,8 @@ class Tracker:
         """Hungarian matching maximising IoU; pairs under ``iou_threshold`` stay unmatched."""
         if len(self._tracks) == 0 or len(boxes) == 0:
             return [], list(range(len(boxes)))
-        iou = iou_matrix(predicted, boxes)
+        # Predicted boxes always have a positive area (see _x_to_xyxy), so no union is 0.
+        iou = box_iou(torch.from_numpy(predicted), torch.from_numpy(boxes)).numpy()
         if self.class_aware:
             track_labels = np.array([t.label for t in self._tracks])
             iou = np.where(track_labels[:, None] == labels[None, :], iou, 0.0)

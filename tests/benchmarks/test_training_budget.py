@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from detector.data.synthetic import SyntheticConfig, make_synthetic
+from detector.labels import LabelMap
+from detector.training.reference import StepClock, TorchvisionSSDLite
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "benchmarks" / "training_budget.py"
@@ -95,18 +97,33 @@ def _tool_module():
     return module
 
 
-def test_budget_schedule_and_clock_by_hand() -> None:
-    tool = _tool_module()
+def test_quickstart_budget_and_clock_by_hand() -> None:
     # 1000 images in batches of 16 with drop_last: 62 steps an epoch, 28 epochs.
-    assert tool.quickstart_steps({"trainer": {"max_epochs": 28}}, 1000, 16) == 1736
-    factor = tool.torchvision_schedule(steps=100, warmup=10)
-    assert factor(0) == pytest.approx(0.001)  # warmup starts at 0.001 of the peak, cosine still 1
-    assert factor(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))  # warmup done
-    assert factor(50) == pytest.approx(0.5)
-    assert factor(100) == pytest.approx(0.0)
-
-    clock = tool.StepClock(skip=2)
+    assert _tool_module().quickstart_steps({"trainer": {"max_epochs": 28}}, 1000, 16) == 1736
+    clock = StepClock(skip=2)
     clock.stamps, clock.images = [0.0, 1.0, 3.0, 7.0], [4, 4, 4, 2]
     summary = clock.summary()  # steps 3..4: 6 images from t=1 s (end of step 2) to t=7 s (end of step 4)
     assert summary["measured_images"] == 6 and summary["measured_s"] == pytest.approx(6.0)
     assert summary["images_per_s"] == pytest.approx(1.0)
+
+
+def test_torchvision_optimiser_and_schedule_by_hand() -> None:
+    label_map = LabelMap(category_ids=[1, 2], names=["a", "b"]).to_dict()
+    module = TorchvisionSSDLite(label_map, total_steps=100, lr=0.1, warmup_steps=10)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    (group,) = optimizer.param_groups  # weight decay on every parameter, as the reference does
+    assert len(group["params"]) == len(list(module.model.parameters()))
+    assert group["weight_decay"] == pytest.approx(4e-5) and group["momentum"] == 0.9
+    lrs = []
+    for _ in range(101):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # The reference chains LinearLR and CosineAnnealingLR: warmup factor times cosine over all 100 steps.
+    assert lrs[0] == pytest.approx(0.1 * 0.001)  # warmup starts at 0.001 of the peak
+    assert lrs[5] == pytest.approx(0.1 * (0.001 + 0.999 * 0.5) * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert lrs[10] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.10)))  # warmup done, cosine already under 1
+    assert lrs[50] == pytest.approx(0.1 * 0.5)  # halfway through the budget
+    assert lrs[100] == pytest.approx(0.0)
+    assert module.recipe()["lr"] == 0.1 and module.recipe()["image_size"] == 320

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
+from collections import Counter
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from data_helpers import save_rgb, shared
-from detector.data.converters import read_split_file, voc_to_coco, yolo_to_coco
-from detector.data.io import load_image
+from detector.data.coco import CocoDetection
+from detector.data.converters import IMAGE_EXTENSIONS, read_split_file, voc_to_coco, write_coco, yolo_to_coco
+from detector.data.io import IMAGE_SUFFIXES, load_image
 
 # A COCO set the tests write out as VOC / YOLO and read back. Sizes (w, h) differ per image.
 COCO_IMAGES = [("a.png", 64, 48), ("b.png", 40, 40), ("c.png", 50, 30)]
@@ -163,3 +170,180 @@ def test_bccd_counts_match_manifest() -> None:
     assert splits == {"train": 205, "val": 87, "test": 72}
     train, _ = voc_to_coco(root / "Annotations", root / "JPEGImages", root / "ImageSets" / "Main" / "train.txt")
     assert len(train["images"]) == 205
+
+
+def voc_xml(file_name: str, w: int | str, h: int, objects: str) -> str:
+    return (f"<annotation><filename>{file_name}</filename><size><width>{w}</width><height>{h}</height></size>"
+            f"{objects}</annotation>")
+
+
+def voc_object(name: str, box: list[float], difficult: int = 0) -> str:
+    return (f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{box[0]}</xmin>"
+            f"<ymin>{box[1]}</ymin><xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>")
+
+
+def test_malformed_voc_files_are_skipped_and_reported(tmp_path: Path) -> None:
+    make_images(tmp_path / "img")
+    write_voc(tmp_path / "xml")
+    good = (tmp_path / "xml" / "b.xml").read_text()
+    (tmp_path / "xml" / "b.xml").write_text(good[: len(good) // 2])  # truncated mid-element
+    (tmp_path / "xml" / "c.xml").write_text(voc_xml("c.png", 50, 30, "<object><name>cat</name><bndbox><xmin>1</xmin>"
+                                                                      "<ymin>x</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"))
+    coco, report = voc_to_coco(tmp_path / "xml", tmp_path / "img")
+    assert [i["file_name"] for i in coco["images"]] == ["a.png"]  # the images of bad files are left out too
+    malformed = report.dropped["malformed XML"]
+    assert len(malformed) == 2
+    assert malformed[0].startswith("b.xml: not well-formed XML")
+    assert malformed[1] == "c.xml: object 0: <ymin> is not a number: 'x'"
+    assert "malformed XML: 2 [b.xml" in report.summary()
+
+
+def test_voc_missing_bndbox_and_wrong_root_are_malformed(tmp_path: Path) -> None:
+    make_images(tmp_path / "img")
+    write_voc(tmp_path / "xml")
+    (tmp_path / "xml" / "a.xml").write_text(voc_xml("a.png", 64, 48, "<object><name>cat</name></object>"))
+    (tmp_path / "xml" / "b.xml").write_text("<html><body>not VOC</body></html>")
+    (tmp_path / "xml" / "d.xml").write_text(voc_xml("d.png", "nan", 30, voc_object("cat", [1, 1, 5, 5])))
+    _, report = voc_to_coco(tmp_path / "xml", tmp_path / "img")
+    assert report.dropped["malformed XML"] == ["a.xml: object 0: missing <xmin>",
+                                               "b.xml: root element is <html>, not <annotation>",
+                                               "d.xml: <size>: <width> is nan"]
+
+
+def test_voc_all_files_malformed_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "xml").mkdir()
+    (tmp_path / "xml" / "a.xml").write_text("<annotation><object>")
+    with pytest.raises(ValueError, match=r"none of the 1 XML files.*a\.xml: not well-formed"):
+        voc_to_coco(tmp_path / "xml")
+
+
+def test_voc_encodings(tmp_path: Path) -> None:
+    (tmp_path / "xml").mkdir()
+    obj = voc_object("café", [1, 2, 11, 12])
+    # Declared Latin-1: XML carries its own encoding, so this one is read correctly.
+    declared = '<?xml version="1.0" encoding="ISO-8859-1"?>' + voc_xml("a.png", 20, 20, obj)
+    (tmp_path / "xml" / "a.xml").write_bytes(declared.encode("latin-1"))
+    # Undeclared Latin-1 bytes are not UTF-8: reported as malformed, naming the file.
+    (tmp_path / "xml" / "b.xml").write_bytes(voc_xml("b.png", 20, 20, obj).encode("latin-1"))
+    coco, report = voc_to_coco(tmp_path / "xml")
+    assert coco["categories"] == [{"id": 1, "name": "café"}] and coco["annotations"][0]["bbox"] == [1, 2, 10, 10]
+    assert len(report.dropped["malformed XML"]) == 1
+    assert report.dropped["malformed XML"][0].startswith("b.xml: not well-formed XML")
+
+
+def test_voc_difficult_is_an_ignore_region_by_default(tmp_path: Path) -> None:
+    (tmp_path / "xml").mkdir()
+    objs = voc_object("cat", [2, 2, 12, 12]) + voc_object("cat", [20, 20, 30, 30], difficult=1)
+    (tmp_path / "xml" / "a.xml").write_text(voc_xml("a.png", 40, 40, objs))
+    coco, report = voc_to_coco(tmp_path / "xml")
+    easy, hard = coco["annotations"]
+    assert easy["iscrowd"] == 0 and "difficult" not in easy
+    assert (hard["iscrowd"], hard["difficult"], hard["bbox"]) == (1, 1, [20, 20, 10, 10])
+    assert report.difficult == 1 and "VOC difficult: 1" in report.summary()
+    kept, _ = voc_to_coco(tmp_path / "xml", difficult="keep")
+    assert [(a["iscrowd"], a.get("difficult", 0)) for a in kept["annotations"]] == [(0, 0), (0, 1)]
+    dropped, report = voc_to_coco(tmp_path / "xml", difficult="drop")
+    assert len(dropped["annotations"]) == 1 and report.dropped["difficult (difficult='drop')"] == ["a.xml object 1 (cat)"]
+
+
+def test_voc_difficult_is_neither_hit_nor_miss_for_pycocotools_and_not_trained_on(tmp_path: Path) -> None:
+    (tmp_path / "xml").mkdir()
+    objs = voc_object("cat", [2, 2, 12, 12]) + voc_object("cat", [20, 20, 30, 30], difficult=1)
+    (tmp_path / "xml" / "a.xml").write_text(voc_xml("a.png", 40, 40, objs))
+    coco, _ = voc_to_coco(tmp_path / "xml")
+    gt = COCO()
+    gt.dataset = coco
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        # Both boxes found: the difficult one is no false positive; only the easy one found: no miss.
+        for dets, expected_ap in (([[2, 2, 10, 10], [20, 20, 10, 10]], 1.0), ([[2, 2, 10, 10]], 1.0)):
+            res = gt.loadRes([{"image_id": 1, "category_id": 1, "bbox": b, "score": 0.9} for b in dets])
+            ev = COCOeval(gt, res, "bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            assert ev.stats[1] == pytest.approx(expected_ap)  # AP50
+    # Training: the dataset serves only the easy box (an ignore region is never a target).
+    (tmp_path / "img").mkdir()
+    save_rgb(tmp_path / "img" / "a.png", np.zeros((40, 40, 3), np.uint8))
+    ds = CocoDetection(tmp_path / "img", write_coco(coco, tmp_path / "a.json"))
+    assert ds[0][1]["boxes"].tolist() == [[2, 2, 12, 12]] and ds.stats.crowd == 1
+
+
+def test_yolo_nan_and_inf_lines_are_dropped_with_the_reason(tmp_path: Path) -> None:
+    make_images(tmp_path / "img")
+    write_yolo(tmp_path / "labels", tmp_path / "classes.txt")
+    with (tmp_path / "labels" / "b.txt").open("a") as f:
+        f.write("0 nan 0.5 0.1 0.1\n1 0.5 0.5 inf 0.1\n0 0.5 -inf 0.1 0.1\n1 0.5 0.5 0.1 NaN\n")
+    coco, report = yolo_to_coco(tmp_path / "img", tmp_path / "labels", tmp_path / "classes.txt")
+    assert report.dropped["non-finite coordinates"] == ["b.txt:2", "b.txt:3", "b.txt:4", "b.txt:5"]
+    assert report.boxes == 3 and report.num_dropped == 4
+    assert all(np.isfinite(a["bbox"]).all() and np.isfinite(a["area"]) for a in coco["annotations"])
+
+
+def test_yolo_non_utf8_label_file_names_it(tmp_path: Path) -> None:
+    make_images(tmp_path / "img")
+    write_yolo(tmp_path / "labels", tmp_path / "classes.txt")
+    (tmp_path / "labels" / "a.txt").write_bytes("0 0.5 0.5 0.1 0.1 # façade\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"a\.txt: not UTF-8 text"):
+        yolo_to_coco(tmp_path / "img", tmp_path / "labels", tmp_path / "classes.txt")
+    (tmp_path / "classes.txt").write_bytes("chat\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"classes\.txt: not UTF-8 text"):
+        yolo_to_coco(tmp_path / "img", tmp_path / "labels", tmp_path / "classes.txt")
+
+
+def test_yolo_zero_byte_image_is_skipped_and_reported(tmp_path: Path) -> None:
+    make_images(tmp_path / "img")
+    write_yolo(tmp_path / "labels", tmp_path / "classes.txt")
+    (tmp_path / "img" / "b.png").write_bytes(b"")
+    coco, report = yolo_to_coco(tmp_path / "img", tmp_path / "labels", tmp_path / "classes.txt")
+    assert [i["file_name"] for i in coco["images"]] == ["a.png", "c.png"]
+    assert report.dropped["image unreadable"] == ["b.png: empty file (0 bytes)"]
+
+
+def test_converters_use_the_one_suffix_list(tmp_path: Path) -> None:
+    assert IMAGE_EXTENSIONS is IMAGE_SUFFIXES
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (10, 8)).save(tmp_path / "img" / "x.GIF")  # a suffix the old converter list lacked
+    (tmp_path / "c.txt").write_text("thing\n")
+    coco, _ = yolo_to_coco(tmp_path / "img", tmp_path / "lbl", tmp_path / "c.txt")
+    assert [(i["file_name"], i["width"], i["height"]) for i in coco["images"]] == [("x.GIF", 10, 8)]
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_raccoon_boxes_match_the_authors_csv_box_by_box() -> None:
+    # The CSV was written by the dataset's author from the same XML with its own script (int values).
+    root = shared("raccoon")
+    coco, _ = voc_to_coco(root / "annotations", root / "images")
+    images = {i["id"]: i for i in coco["images"]}
+    # Pixel-edge convention: COCO x = xmin, w = xmax - xmin (no 1-based shift).
+    got = Counter((images[a["image_id"]]["file_name"], images[a["image_id"]]["width"], images[a["image_id"]]["height"],
+                   a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3])
+                  for a in coco["annotations"])
+    rows = csv_rows(root / "data" / "raccoon_labels.csv")
+    assert {r["class"] for r in rows} == {"raccoon"}
+    expected = Counter((r["filename"], int(r["width"]), int(r["height"]),
+                        *(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax"))) for r in rows)
+    assert sum(expected.values()) == 217
+    assert got == expected
+
+
+def test_bccd_boxes_match_test_csv_box_by_box() -> None:
+    root = shared("bccd")
+    coco, _ = voc_to_coco(root / "BCCD" / "Annotations", root / "BCCD" / "JPEGImages")
+    files = {i["id"]: i["file_name"] for i in coco["images"]}
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    got = Counter((files[a["image_id"]], names[a["category_id"]], a["bbox"][0], a["bbox"][1],
+                   a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]) for a in coco["annotations"])
+    rows = csv_rows(root / "test.csv")  # columns: filename,cell_type,xmin,xmax,ymin,ymax
+    boxes = [(r["filename"], r["cell_type"], float(r["xmin"]), float(r["ymin"]), float(r["xmax"]), float(r["ymax"]))
+             for r in rows]
+    zero_size = [b for b in boxes if b[4] <= b[2] or b[5] <= b[3]]
+    assert [b[0] for b in zero_size] == ["BloodImage_00338.jpg", "BloodImage_00343.jpg"]  # MANIFEST's two defects
+    expected = Counter(b for b in boxes if b not in zero_size)
+    assert sum(expected.values()) == 4888 - 2
+    assert got == expected

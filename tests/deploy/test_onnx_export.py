@@ -1,4 +1,5 @@
-"""ONNX export: ONNX Runtime against PyTorch on real photos and synthetic frames (raw outputs to 1e-4,
+"""ONNX export: ONNX Runtime against PyTorch on real photos and synthetic frames (raw outputs within float32
+rounding of a float64 evaluation, at the default BatchNorm eps;
 the same detections with and without NMS in the graph, batch 1 and 4), the NMS node against
 ONNX Runtime's own, metadata, re-export at another size, other necks and widths, int8."""
 from __future__ import annotations
@@ -18,20 +19,23 @@ from torchvision.ops import box_iou
 from detector import LabelMap, Predictor, build_model, save_checkpoint
 from detector.data.io import load_image
 from detector.data.synthetic import CLASSES, SyntheticConfig, render_image
-from detector.deploy.onnx_export import NmsExportModule, export_onnx, multiclass_nms, resize_model
-from detector.deploy.onnx_runtime import create_session, load_onnx_predictor, load_onnx_runner, read_metadata
+from detector.deploy.metadata import read_metadata
+from detector.deploy.onnx_export import (
+    NmsExportModule,
+    export_onnx,
+    multiclass_nms,
+    resize_model,
+)
+from detector.deploy.onnx_runtime import create_session, load_onnx_runner
 from detector.deploy.quantize import quantize_onnx
+from detector.modeling.ssdlite import DEFAULTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 RACCOON = ROOT / ".." / "shared" / "data" / "raccoon" / "images"
 SIZE = 128
 SYNTH = SyntheticConfig(image_size=SIZE, min_size=24, small_fraction=0.0, clutter=4)
 LABELS = LabelMap(tuple(range(1, len(CLASSES) + 1)), CLASSES)
 SCORE_THRESHOLD = 0.1  # leaves tens of detections per image on the briefly trained model
-# 30 steps leave channels that are near-constant on 16 images; BN divides them by sqrt(var + eps),
-# amplifying float32 rounding (PyTorch and ONNX Runtime alike drift ~1e-4 from float64 with the
-# default 1e-3); a larger eps keeps the 1e-4 comparison about the export, not the model's conditioning.
-BN_EPS = 0.1
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,7 +69,7 @@ def _trained() -> torch.nn.Module:
     near-uniform scores, this gives anchors that clearly win and a moderate number of detections."""
     torch.manual_seed(0)
     model = build_model(num_classes=LABELS.num_classes, width_mult=0.35, image_size=SIZE,
-                        score_threshold=SCORE_THRESHOLD, bn_eps=BN_EPS)
+                        score_threshold=SCORE_THRESHOLD)  # the default BatchNorm eps
     frames = synthetic_frames(16, seed=0)
     x = normalise([f for f, _ in frames], model.mean, model.std)
     targets = []
@@ -120,6 +124,26 @@ def inputs(source: str, batch: int) -> torch.Tensor:
     model = _trained()
     images = raccoon_photos(batch) if source == "real" else [f for f, _ in synthetic_frames(batch, seed=7)]
     return normalise(images, model.mean, model.std)
+
+
+def assert_faithful(ort_outputs: list[np.ndarray], module: torch.nn.Module, x: torch.Tensor) -> None:
+    """ONNX Runtime's outputs are as close to a float64 evaluation of ``module`` as PyTorch's own float32 ones.
+
+    The tolerance is float32 rounding, measured: a briefly trained model at the default BatchNorm eps
+    (1e-3) has near-constant channels that BN divides by sqrt(var + eps), so PyTorch itself drifts up
+    to ~5e-5 from float64 here, and ONNX Runtime (other kernels, folded BN) by as much again in the
+    other direction. An export fault (a wrong eps, a missed fold, another resize) moves outputs by
+    1e-2 or more. So: ORT's error against float64 at most 3x PyTorch's (plus 1e-6 for outputs that
+    round to nothing), and |ORT - PyTorch| < 2e-4.
+    """
+    with torch.no_grad():
+        torch32 = [t.numpy() for t in module(x)]
+        torch64 = [t.numpy() for t in copy.deepcopy(module).double()(x.double())]
+    for ort, t32, t64 in zip(ort_outputs, torch32, torch64):
+        assert ort.shape == t32.shape
+        torch_error, ort_error = np.abs(t32 - t64).max(), np.abs(ort - t64).max()
+        assert ort_error <= 3 * torch_error + 1e-6, (ort_error, torch_error)
+        np.testing.assert_allclose(ort, t32, rtol=0, atol=2e-4)
 
 
 def assert_same_detections(ref: dict, got: dict) -> None:
@@ -179,13 +203,8 @@ def test_multiclass_nms_equals_onnxruntime_nonmaxsuppression():
 @pytest.mark.parametrize("source", ["real", "synthetic"])
 def test_raw_outputs_match_pytorch(exported, source, batch):
     x = inputs(source, batch)
-    with torch.no_grad():
-        cls_logits, bbox_regression = _trained()(x)
     session = create_session(exported["raw"], num_threads=1)
-    ort_cls, ort_box = session.run(None, {"images": x.numpy()})
-    assert ort_cls.shape == tuple(cls_logits.shape) and ort_box.shape == tuple(bbox_regression.shape)
-    np.testing.assert_allclose(ort_cls, cls_logits.numpy(), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(ort_box, bbox_regression.numpy(), rtol=0, atol=1e-4)
+    assert_faithful(session.run(None, {"images": x.numpy()}), _trained(), x)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -198,8 +217,7 @@ def test_detections_match_pytorch(exported, graph, source, batch):
     got = runner(x)
     assert len(got) == batch
     counts = [len(r["boxes"]) for r in reference]
-    if source == "synthetic":  # a meaningful comparison: detections, not all, not none
-        assert sum(counts) >= 4 * batch and max(counts) < 100, counts
+    assert min(counts) >= 4 and max(counts) < 100, counts  # a meaningful comparison: detections, not all
     for ref, det in zip(reference, got):
         assert_same_detections(ref, det)
         assert (det["labels"] >= 1).all() and (det["labels"] <= len(CLASSES)).all()
@@ -219,8 +237,10 @@ def test_traced_nms_module_matches_postprocessor_and_its_onnx_graph(exported):
     ort_out = create_session(exported["nms"], num_threads=1).run(None, {"images": x.numpy()})
     np.testing.assert_array_equal(ort_out[3], counts.numpy())
     np.testing.assert_array_equal(ort_out[2], labels.numpy())
-    np.testing.assert_allclose(ort_out[1], scores.numpy(), atol=1e-5)
-    np.testing.assert_allclose(ort_out[0], boxes.numpy(), atol=1e-3)
+    # From assert_faithful's 2e-4 on the raw outputs: a softmax moves by at most 1/4 of the change of a
+    # logit difference (< 4e-4), and a box side by 2e-4 / 5 of its anchor's side (< 2 x 128 px).
+    np.testing.assert_allclose(ort_out[1], scores.numpy(), atol=1e-4)
+    np.testing.assert_allclose(ort_out[0], boxes.numpy(), atol=1e-2)
 
 
 def test_fixed_batch_graph_is_fed_in_chunks(exported):
@@ -239,9 +259,10 @@ def test_predictor_from_onnx_matches_checkpoint_predictor(exported, tmp_path, gr
     photos = raccoon_photos(3) + [f for f, _ in synthetic_frames(2, seed=11)]
     save_checkpoint(tmp_path / "m.ckpt", _trained(), LABELS)
     torch_predictor = Predictor.from_checkpoint(tmp_path / "m.ckpt", score_threshold=0.2)
-    onnx_predictor = Predictor.from_path(exported[graph], score_threshold=0.2, num_threads=1)
+    onnx_predictor = Predictor.from_checkpoint(exported[graph], score_threshold=0.2, num_threads=1)
     assert onnx_predictor.image_size == (SIZE, SIZE) and onnx_predictor.mean == torch_predictor.mean
     for photo, ref, got in zip(photos, torch_predictor.predict_batch(photos), onnx_predictor.predict_batch(photos)):
+        assert len(ref["scores"]) > 0  # something to compare, on every photo
         assert_same_detections(ref, got)
         h, w = photo.shape[:2]
         assert (got["boxes"][:, 2] <= w).all() and (got["boxes"][:, 3] <= h).all()
@@ -280,13 +301,32 @@ def test_reexport_at_another_size(tmp_path):
         assert torch.equal(resized.state_dict()[key], value)
     images = [f for f, _ in synthetic_frames(2, seed=5)]
     x = normalise(images, model.mean, model.std, size=160)
-    ort_cls, ort_box = create_session(result.path, num_threads=1).run(None, {"images": x.numpy()})
-    with torch.no_grad():
-        cls_logits, bbox_regression = resized(x)
-    np.testing.assert_allclose(ort_cls, cls_logits.numpy(), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(ort_box, bbox_regression.numpy(), rtol=0, atol=1e-4)
+    assert_faithful(create_session(result.path, num_threads=1).run(None, {"images": x.numpy()}), resized, x)
     for ref, got in zip(resized.predict(x), load_onnx_runner(result.path, num_threads=1)(x)):
         assert_same_detections(ref, got)
+
+
+@pytest.mark.skipif("anchor_order" not in DEFAULTS, reason="no anchor_order option in this version")
+def test_every_anchor_option_reaches_the_onnx_runner(tmp_path):
+    """The runner rebuilds anchors through the model's own builder: options added to the recipe follow."""
+    model = random_model(width_mult=0.35, anchor_order="torchvision", clip_anchors=True)
+    assert not torch.equal(model.anchors, random_model(width_mult=0.35).anchors)  # the options matter
+    result = export_onnx(model, LabelMap((1, 2), ("a", "b")), tmp_path / "a.onnx", verify=False)
+    runner = load_onnx_runner(result.path, num_threads=1)
+    assert torch.equal(runner.anchors, model.anchors)
+
+
+@pytest.mark.skipif("topk_per" not in DEFAULTS, reason="no topk_per option in this version")
+def test_nms_graph_refuses_post_processing_it_does_not_implement(tmp_path):
+    """The in-graph NMS does top-k per class and keeps every box size: any other setting is refused,
+    not exported as a graph that decodes otherwise than the model; the raw graph carries it exactly."""
+    model = random_model(width_mult=0.35, topk_per="level", min_box_size=2.0)
+    with pytest.raises(ValueError, match="topk_per.*without --with-nms"):
+        export_onnx(model, LabelMap((1, 2), ("a", "b")), tmp_path / "n.onnx", with_nms=True, verify=False)
+    assert not (tmp_path / "n.onnx").exists()
+    raw = export_onnx(model, LabelMap((1, 2), ("a", "b")), tmp_path / "r.onnx", verify=False)
+    pp = load_onnx_runner(raw.path, num_threads=1).post_processor
+    assert (pp.topk_per, pp.min_box_size) == ("level", 2.0)
 
 
 @pytest.mark.parametrize("neck,width", [("fpn", 0.35), ("ssdlite", 0.75)])
@@ -359,8 +399,8 @@ def test_files_that_are_not_detector_exports_are_refused(tmp_path):
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 8, 8])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "x.onnx"))
     with pytest.raises(ValueError, match="export it with tools/export.py"):
-        load_onnx_predictor(tmp_path / "x.onnx", num_threads=1)
+        Predictor.from_onnx(tmp_path / "x.onnx", num_threads=1)
     with pytest.raises(FileNotFoundError):
-        load_onnx_predictor(tmp_path / "missing.onnx")
+        Predictor.from_checkpoint(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="opset"):
         export_onnx(random_model(width_mult=0.35), LABELS, tmp_path / "y.onnx", opset=9)

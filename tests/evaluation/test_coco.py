@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detector.evaluation.coco import (
     BACKENDS,
-    METRIC_KEYS,
+    COCO_STATS_KEYS,
     CocoEvaluator,
     evaluate_detections,
     format_summary,
@@ -27,7 +27,7 @@ from detector.evaluation.coco import (
 )
 from detector.labels import LabelMap
 
-REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco-eval-reference"
+REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "coco-eval-reference"
 REF_GT = REFERENCE / "faster_coco_eval" / "cocoapi" / "instances_val2014_100.json"
 REF_DT = REFERENCE / "cocoapi_results" / "instances_val2014_fakebbox100_results.json"
 
@@ -85,7 +85,7 @@ def synthetic_case(num_images: int = 20, seed: int = 0) -> tuple[dict, list[dict
 
 
 def stats_of(metrics: dict) -> list[float]:
-    return [metrics[k] for k in METRIC_KEYS]
+    return [metrics[k] for k in COCO_STATS_KEYS]
 
 
 # -- agreement with pycocotools -------------------------------------------------------------------
@@ -127,8 +127,8 @@ def test_per_class_ap_is_pycocotools_ap_with_one_category():
 def test_metrics_keys_and_types():
     gt, dets = synthetic_case(5)
     metrics = evaluate_detections(gt, dets)
-    assert list(metrics) == [*METRIC_KEYS, "per_class", "num_images", "num_detections"]
-    assert all(type(metrics[k]) is float for k in METRIC_KEYS)
+    assert list(metrics) == [*COCO_STATS_KEYS, "per_class", "num_images", "num_detections"]
+    assert all(type(metrics[k]) is float for k in COCO_STATS_KEYS)
     assert set(metrics["per_class"]["a"]) == {"AP", "AP50", "gt"}
     json.dumps(metrics)  # plain JSON types only
 
@@ -169,8 +169,8 @@ def test_no_detections_and_no_large_objects_gives_minus_one_there(backend):
     gt = gt_dict(anns=copy.deepcopy(ALL_SIZES[:2]))
     metrics = evaluate_detections(gt, [], backend=backend)
     # pycocotools: -1 where there is nothing to measure (no large ground truth), 0 elsewhere.
-    expected = {k: 0.0 for k in METRIC_KEYS} | {"APl": -1.0, "ARl": -1.0}
-    assert {k: metrics[k] for k in METRIC_KEYS} == expected
+    expected = {k: 0.0 for k in COCO_STATS_KEYS} | {"APl": -1.0, "ARl": -1.0}
+    assert {k: metrics[k] for k in COCO_STATS_KEYS} == expected
     assert metrics["per_class"]["dog"] == {"AP": -1.0, "AP50": -1.0, "gt": 0}
 
 
@@ -374,3 +374,52 @@ def test_pr_curves_and_gallery(tmp_path):
     perfect = [det(a["image_id"], a["category_id"], a["bbox"], 0.9) for a in ALL_SIZES]
     scores = {s.image_id: s for s in score_images(run_coco_eval(gt_dict(anns=copy.deepcopy(ALL_SIZES)), perfect))}
     assert scores[1].f1 == 1.0 and scores[1].tp == 2 and 3 not in scores
+
+
+class FixedBoxRunner:
+    """A runner of detector.inference's contract: one "car" box per image, in that image's pixels."""
+
+    image_size, mean, std, device = (64, 64), (0.5,) * 3, (0.25,) * 3, torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, images, image_sizes=None):
+        self.calls.append((tuple(images.shape), [tuple(s) for s in image_sizes]))
+        return [{"boxes": torch.tensor([[20.0, 10.0, 80.0, 60.0]]), "scores": torch.tensor([0.5]),
+                 "labels": torch.tensor([1])} for _ in image_sizes]
+
+
+def test_evaluate_on_dataset_runs_a_runner_over_every_image_and_scores_like_pycocotools(tmp_path):
+    from detector.evaluation.evaluate import evaluate_on_dataset
+
+    gt = {
+        "images": [{"id": i, "file_name": f"img{i}.jpg", "width": 160, "height": 120} for i in range(1, 5)],
+        "categories": [{"id": 3, "name": "car"}, {"id": 7, "name": "boat"}],
+        "annotations": [{"id": i, "image_id": i, "category_id": 3 if i % 2 else 7, "bbox": [20, 10, 60, 50],
+                         "area": 3000, "iscrowd": 0} for i in range(1, 5)],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "images").mkdir()
+    for im in gt["images"]:
+        Image.new("RGB", (160, 120), (90, 90, 90)).save(tmp_path / "images" / im["file_name"])
+    runner = FixedBoxRunner()
+    run, results = evaluate_on_dataset(runner, LabelMap((3, 7), ("car", "boat")), tmp_path / "images",
+                                       tmp_path / "gt.json", batch_size=3, num_workers=0, progress=False)
+    assert runner.calls == [((3, 3, 64, 64), [(120, 160)] * 3), ((1, 3, 64, 64), [(120, 160)])]
+    assert results == [{"image_id": i, "category_id": 3, "bbox": [20.0, 10.0, 60.0, 50.0], "score": 0.5}
+                       for i in range(1, 5)]
+    # The oracle: pycocotools on the same results. Cars: 2 of 4 detections hit; boats: none detected.
+    coco_gt = COCO()
+    coco_gt.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+        oracle = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "bbox")
+        oracle.evaluate()
+        oracle.accumulate()
+        oracle.summarize()
+    assert [run.metrics[k] for k in COCO_STATS_KEYS] == pytest.approx(list(oracle.stats), abs=1e-12)
+    assert run.metrics["per_class"]["boat"]["AP"] == 0.0 and run.metrics["per_class"]["car"]["AP50"] > 0.4
+    with pytest.raises(ValueError, match=r"category id\(s\) \[9\]"):
+        evaluate_on_dataset(runner, LabelMap((3, 9), ("car", "ship")), tmp_path / "images", tmp_path / "gt.json",
+                            num_workers=0, progress=False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 
-from detector.modeling.boxes import BBOX_XFORM_CLIP, BoxCoder
+from detector.modeling.boxes import BBOX_XFORM_CLIP, BoxCoder, scale_boxes_to_image
 
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -76,3 +76,15 @@ def test_broadcasts_over_batch(boxes_and_anchors):
         torch.testing.assert_close(batched[i], coder.decode(codes[i], anchors))
     batched_codes = coder.encode(boxes.expand(3, -1, -1), anchors)
     torch.testing.assert_close(batched_codes[1], coder.encode(boxes, anchors))
+
+
+def test_scale_boxes_to_image_hand_computed():
+    """Input (64, 128) -> image (32, 256): x * 256 / 128 = 2x, y * 32 / 64 = y / 2, clipped to 256 x 32."""
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 60.0], [100.0, 100.0, 140.0, 130.0], [-4.0, -2.0, 8.0, 6.0]])
+    got = scale_boxes_to_image(boxes, (64, 128), (32, 256))
+    torch.testing.assert_close(got, torch.tensor([[20.0, 10.0, 100.0, 30.0], [200.0, 32.0, 256.0, 32.0],
+                                                  [0.0, 0.0, 16.0, 3.0]]))
+    # One (h, w) per box: the second box goes to a 640 x 64 (h x w) image: x / 2, y * 10, clipped.
+    per_box = scale_boxes_to_image(boxes[:2], (64, 128), torch.tensor([[32, 256], [640, 64]]))
+    torch.testing.assert_close(per_box, torch.tensor([[20.0, 10.0, 100.0, 30.0], [50.0, 640.0, 64.0, 640.0]]))
+    assert scale_boxes_to_image(torch.zeros(0, 4), (64, 128), (32, 256)).shape == (0, 4)

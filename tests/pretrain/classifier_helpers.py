@@ -7,7 +7,6 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from lightning.pytorch import Callback
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,38 +53,29 @@ def tiny_args(train: Path | None, val: Path | None, run_dir: Path, **overrides: 
         "model.lr": 0.02,
         "model.bn_momentum": 0.3,  # running statistics must catch up within a few dozen steps
         "model.warmup_steps": 3,
-        "trainer.accelerator": "cpu",
-        "trainer.devices": 1,
-        "trainer.max_epochs": 4,
-        "trainer.default_root_dir": run_dir,
-        "trainer.enable_progress_bar": False,
-        "trainer.enable_model_summary": False,
-        "trainer.num_sanity_val_steps": 0,
-        "trainer.log_every_n_steps": 1,
+        **_training.quiet_cpu_trainer(run_dir, max_epochs=4),
     }
     options.update(overrides)
     return [f"--{key}={value}" for key, value in options.items() if value is not None]
 
 
-class SimulatedCrash(RuntimeError):
-    """Raised by :class:`CrashAtEpoch`, standing in for a killed process."""
-
-
-class CrashAtEpoch(Callback):
-    """Dies at the start of epoch ``epoch``, after the previous epoch's checkpoints were written."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise SimulatedCrash(f"simulated crash at epoch {self.epoch}")
-
-
-def load_tool(name: str) -> ModuleType:
-    """Import ``tools/<name>.py`` (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location(f"tools_{name}_classifier", ROOT / "tools" / f"{name}.py")
+def _import_file(name: str, path: Path) -> ModuleType:
+    """Import ``path`` (outside this folder's import path) as module ``name``, once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import ``tools/<name>.py`` (not a package) as a module."""
+    return _import_file(f"tools_{name}_classifier", ROOT / "tools" / f"{name}.py")
+
+
+# The detector tests' trainer options and crash callback serve the classifier's too.
+_training = _import_file("training_helpers", ROOT / "tests" / "training" / "training_helpers.py")
+SimulatedCrash = _training.SimulatedCrash
+CrashAtEpoch = _training.CrashAtEpoch

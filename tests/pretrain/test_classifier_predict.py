@@ -48,3 +48,36 @@ def test_tools_predict_prints_top5_per_image(trained_run: Path, colour_data: Pat
     assert "broken.jpg" in captured.err
     saved = json.loads((tmp_path / "out" / "classifications.json").read_text())
     assert [item["file_name"] for item in saved] == ["blue.png", "red.png"]
+
+
+class Payload:
+    """A pickle payload: unpickling it runs code that writes ``marker`` (what a hostile checkpoint does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+def test_pickle_payload_classifier_checkpoint_is_refused_without_running_it(tmp_path: Path, capsys) -> None:
+    import pytest
+
+    from detector.pretrain import export_classifier_onnx, is_classifier_checkpoint
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "classifier": {"config": Payload(marker), "class_names": ["a"]}}, evil)
+    torch.load(evil, weights_only=False)  # the payload is live: unpickled unsafely, it runs
+    assert marker.is_file()
+    marker.unlink()
+    with pytest.raises(ValueError, match=r"evil\.ckpt.*weights_only=True"):
+        ClassifierPredictor.from_checkpoint(evil)
+    with pytest.raises(ValueError, match=r"evil\.ckpt.*weights_only=True"):
+        export_classifier_onnx(evil, tmp_path / "x.onnx")
+    assert not is_classifier_checkpoint(evil)
+    # tools/predict.py refuses it too (it is then tried as a detector checkpoint, as data only).
+    assert load_tool("predict").main(["--checkpoint", str(evil), "--input", str(tmp_path),
+                                      "--output", str(tmp_path / "out")]) == 1
+    assert "weights_only=True" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "x.onnx").exists()

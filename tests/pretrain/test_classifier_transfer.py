@@ -16,7 +16,7 @@ def assert_same_taps(detector_path: Path, classifier: MobileNetV2Classifier) -> 
                            pretrained_backbone=str(detector_path)).eval()
     images = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
-        c4, c5 = detector.modeling.backbone(images)
+        c4, c5 = detector.backbone(images)
         t4, t5 = classifier.eval().trunk(images)
     assert c4.shape == (2, 192, 8, 8) and c5.shape == (2, 1280, 4, 4)
     torch.testing.assert_close(c4, t4, rtol=0, atol=1e-6)

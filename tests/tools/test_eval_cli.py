@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.evaluation.coco import METRIC_KEYS
+from detector.evaluation.coco import COCO_STATS_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "eval.py"
@@ -48,8 +49,8 @@ def test_reference_metrics_to_1e9(backend, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
-    assert list(metrics) == [*METRIC_KEYS, "per_class", "num_images", "num_detections"]
-    for key, expected in zip(METRIC_KEYS, REFERENCE_STATS):
+    assert list(metrics) == [*COCO_STATS_KEYS, "per_class", "num_images", "num_detections"]
+    for key, expected in zip(COCO_STATS_KEYS, REFERENCE_STATS):
         assert abs(metrics[key] - expected) <= 1e-9, (key, metrics[key], expected)
     assert metrics["num_images"] == 100 and metrics["num_detections"] == 734
     assert metrics["per_class"]["person"]["gt"] > 0
@@ -136,3 +137,53 @@ def test_checkpoint_mode_writes_detections_that_reevaluate_identically(tmp_path)
     assert tool.main(["--detections", str(tmp_path / "out" / "detections.json"), "--annotations",
                       str(tmp_path / "gt.json"), "--output", str(again)]) == 0
     assert json.loads(again.read_text()) == metrics
+
+
+class Payload:
+    """A pickle payload: unpickling it runs code that writes ``marker`` (what a hostile checkpoint does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+def test_pickle_payload_checkpoint_is_refused_without_running_it(tmp_path, capsys):
+    import torch
+
+    write_gt(tmp_path / "gt.json")
+    (tmp_path / "images").mkdir()
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "detector": {"config": Payload(marker)}}, evil)
+    torch.load(evil, weights_only=False)  # the payload is live: unpickled unsafely, it runs
+    assert marker.is_file()
+    marker.unlink()
+    code = load_tool().main(["--checkpoint", str(evil), "--images", str(tmp_path / "images"), "--annotations",
+                             str(tmp_path / "gt.json"), "--output", str(tmp_path / "m.json"), "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "evil.ckpt" in err and "weights_only=True" in err
+    assert not marker.exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b'[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 5', "not valid JSON"),  # truncated
+    (b'{"annotations": []}', "not a COCO results list"),
+    (b'[{"image_id": 1, "category_id": 3, "score": 0.5}]', r"entries 0 are not COCO box results"),
+    (b'[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3], "score": 0.5}, 7]', r"entries 0, 1 are not"),
+    (b'[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "score": NaN}]', r"entries 0 are not"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.5, "x": "é"}]'.encode("latin-1"),
+     "not valid JSON"),  # not UTF-8
+])
+def test_broken_detections_json_is_a_clear_error_naming_the_file(tmp_path, capsys, content, expected):
+    write_gt(tmp_path / "gt.json")
+    (tmp_path / "broken_dets.json").write_bytes(content)
+    code = load_tool().main(["--detections", str(tmp_path / "broken_dets.json"), "--annotations",
+                             str(tmp_path / "gt.json"), "--output", str(tmp_path / "m.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "broken_dets.json" in err
+    assert re.search(expected, err), err
+    assert not (tmp_path / "m.json").exists()

@@ -15,7 +15,7 @@ import torch
 from detector import LabelMap, Predictor, build_model, save_checkpoint
 from detector.data.io import load_image
 from detector.data.synthetic import SyntheticConfig, make_split
-from detector.deploy.onnx_runtime import read_metadata
+from detector.deploy.metadata import read_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 128
@@ -47,7 +47,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_split(root / "data", "val", 6, seed=0, config=SYNTH)
     label_map = LabelMap.from_categories(train["categories"])
     torch.manual_seed(0)
-    model = build_model(num_classes=label_map.num_classes, width_mult=0.35, image_size=SIZE, bn_eps=0.1)
+    model = build_model(num_classes=label_map.num_classes, width_mult=0.35, image_size=SIZE)  # default BN eps
     mean = torch.tensor(model.mean).view(1, 3, 1, 1)
     std = torch.tensor(model.std).view(1, 3, 1, 1)
     images = [torch.from_numpy(load_image(root / "data" / "train" / im["file_name"])).permute(2, 0, 1)
@@ -99,7 +99,7 @@ def test_export_with_nms_and_int8_writes_both_files_and_says_where(workdir, tmp_
     assert {"QuantizeLinear", "DequantizeLinear", "NonMaxSuppression"} <= ops
     # The int8 file alone drives the Predictor: the user's ids and names, boxes in the photo's pixels.
     photo = load_image(next((workdir / "data" / "val").glob("*.jpg")))
-    det = Predictor.from_path(int8, num_threads=1).predict_batch([photo, photo[:100, :90]])
+    det = Predictor.from_checkpoint(int8, num_threads=1).predict_batch([photo, photo[:100, :90]])
     assert det[1]["boxes"].shape[1] == 4 and (det[1]["boxes"][:, 2] <= 90).all()
     assert set(det[0]["category_ids"].tolist()) <= {1, 2, 3, 4, 5}
 
@@ -161,3 +161,27 @@ def test_eval_scores_the_onnx_like_the_checkpoint(workdir, tmp_path):
         boxes_ref = np.array(sorted(d["bbox"] for d in ckpt["dets"]))
         boxes_got = np.array(sorted(d["bbox"] for d in metrics[name]["dets"]))
         assert np.abs(boxes_ref - boxes_got).max() < 0.05
+
+
+class Payload:
+    """A pickle payload: unpickling it runs code that writes ``marker`` (what a hostile checkpoint does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+def test_pickle_payload_checkpoint_is_refused_without_running_it(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "detector": {"config": Payload(marker)}}, evil)
+    torch.load(evil, weights_only=False)  # the payload is live: unpickled unsafely, it runs
+    assert marker.is_file()
+    marker.unlink()
+    code = load_tool("export").main(["--checkpoint", str(evil), "--output", str(tmp_path / "m.onnx")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "evil.ckpt" in err and "weights_only=True" in err
+    assert not marker.exists() and not (tmp_path / "m.onnx").exists()

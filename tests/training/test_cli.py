@@ -118,10 +118,11 @@ def test_every_config_parses(config: Path, tiny_coco: Path, tmp_path: Path) -> N
             f"--data.val_images={tiny_coco / 'val'}", f"--data.val_annotations={tiny_coco / 'val.json'}",
             "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
             "--trainer.precision=32-true", "--trainer.sync_batchnorm=false",
-            "--model.pretrained_backbone=none", f"--trainer.default_root_dir={tmp_path}"]
+            "--model.pretrained_backbone=none", "--model.init_checkpoint=null",  # nothing to download here
+            f"--trainer.default_root_dir={tmp_path}"]
     cli = main(args, run=False)
     for key, value in expected["model"].items():
-        if key != "pretrained_backbone":
+        if key not in ("pretrained_backbone", "init_checkpoint"):
             assert cli.model.hparams[key] == value, key
     for key in ("batch_size", "image_size", "augment"):
         assert getattr(cli.datamodule, key) == expected["data"][key]

@@ -62,3 +62,14 @@ def test_non_finite_loss_stops_with_step_images_and_a_checkpoint(
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_last_checkpoint_at_every_epoch_end_whatever_the_validation_interval(tiny_coco: Path, tmp_path: Path) -> None:
+    # Validation every 5 epochs; the run dies as epoch 1 starts: epoch 0's end must be saved.
+    run = tmp_path / "run"
+    with pytest.raises(SimulatedCrash):
+        main(["fit", *tiny_args(tiny_coco, run, **{"trainer.check_val_every_n_epoch": 5}),
+              "--trainer.callbacks+=training_helpers.CrashAtEpoch", "--trainer.callbacks.epoch=1"])
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3 and saved["epoch"] == 0
+    assert not (run / "checkpoints" / "best.ckpt").exists()  # nothing validated yet

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torchvision.ops import box_iou
 
-from detector.video.tracking import Tracker, iou_matrix
+from detector.video.tracking import Tracker
 
 
 def box_at(cx: float, cy: float, w: float = 40.0, h: float = 40.0) -> list[float]:
@@ -18,12 +20,14 @@ def ids_by_det(tracks, n: int) -> list[int | None]:
     return out
 
 
-def test_iou_matrix_hand_values() -> None:
-    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], dtype=float)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], dtype=float)
-    expected = np.array([[1.0, 50 / 150, 0.0], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(iou_matrix(a, b), expected)
-    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+@pytest.mark.parametrize(("iou_threshold", "same_id"), [(0.30, True), (0.36, False)])
+def test_match_needs_iou_at_the_threshold(iou_threshold: float, same_id: bool) -> None:
+    """A still box, then a detection shifted by half its width: IoU 50 / 150 = 1/3 with the prediction."""
+    tracker = Tracker(iou_threshold=iou_threshold, min_hits=1, max_age=5)
+    for _ in range(4):
+        (first,) = tracker.update(np.array([[0.0, 0, 10, 10]]), [0.9], [1])
+    (moved,) = tracker.update(np.array([[5.0, 0, 15, 10]]), [0.9], [1])
+    assert (moved.track_id == first.track_id) is same_id
 
 
 def test_ids_stable_while_two_objects_cross() -> None:
@@ -41,7 +45,7 @@ def test_ids_stable_while_two_objects_cross() -> None:
     for f in range(30):
         a = box_at(20 + 12 * f, 100)
         b = box_at(302 - 12 * f, 100)
-        overlapped |= iou_matrix([a], [b])[0, 0] > 0.7
+        overlapped |= box_iou(torch.tensor([a]), torch.tensor([b]))[0, 0] > 0.7
         order = rng.permutation(2)
         boxes = np.array([a, b])[order]
         tracks = tracker.update(boxes, np.array([0.9, 0.8])[order], np.array([1, 1]))

@@ -1,0 +1,96 @@
+"""What the detector's and the classifier's LightningModules share: the optional EMA copy of the
+weights, the non-finite-loss stop, the parameter groups, and the optimiser with its warmup + cosine
+schedule. Each subclass builds ``self.model`` and calls :meth:`TrainingModule.init_ema`."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from detector.training.schedules import warmup_cosine_scheduler
+
+__all__ = ["OPTIMIZERS", "TrainingModule", "build_optimizer", "parameter_groups"]
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv / linear weights only; none on BatchNorm and biases (the MobileNet recipe)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) or name == "bias":
+                no_decay.append(param)
+            else:
+                decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """``sgd`` (Nesterov, ``momentum``) or ``adamw`` over :func:`parameter_groups`."""
+    groups = parameter_groups(model, weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
+
+class TrainingModule(pl.LightningModule):
+    """A LightningModule that trains ``self.model`` (set by the subclass) with an optional EMA copy.
+
+    The EMA copy is ``self.ema_model``, torch's ``AveragedModel`` (so checkpoints hold
+    ``ema_model.module.*`` and ``ema_model.n_averaged``); it is updated right after every optimiser
+    step, before any callback's ``on_train_batch_end``, so a checkpoint written at a step holds the
+    EMA of exactly the steps it has taken. Subclass hyperparameters read here: ``lr``, ``momentum``,
+    ``weight_decay``, ``warmup_steps``, ``warmup_factor`` and optionally ``optimizer`` (else SGD).
+    """
+
+    model: nn.Module
+    ema_model: AveragedModel | None
+
+    def init_ema(self, decay: float | None) -> None:
+        """Keep an exponential moving average of ``self.model`` with ``decay`` (none when unset or 0)."""
+        self.ema_model = None
+        if decay:
+            self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+            self.ema_model.requires_grad_(False)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation and export use: the EMA copy when there is one."""
+        return self.ema_model.module if self.ema_model is not None else self.model
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema_model is not None:
+            self.ema_model.update_parameters(self.model)
+
+    def stop_on_non_finite(self, loss: Tensor, detail: str = "", advice: str = "Lower the learning rate.") -> None:
+        """Raise ``FloatingPointError`` when ``loss`` is NaN or infinite on any process, after saving
+        the weights (still those of the last good step: no backward ran) to ``checkpoints/last.ckpt``."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every rank stops together
+        if bad.item() == 0:
+            return
+        path = f"{self.trainer.default_root_dir}/checkpoints/last.ckpt"
+        self.trainer.save_checkpoint(path, weights_only=False)
+        raise FloatingPointError(
+            f"non-finite loss ({loss.item()}) at global step {self.global_step}{detail}; "
+            f"the last good weights are in {path}. {advice}"
+        )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = build_optimizer(self.model, hp.get("optimizer", "sgd"), hp.lr, hp.momentum, hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = warmup_cosine_scheduler(optimizer, hp.warmup_steps, total, hp.warmup_factor)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -1,0 +1,154 @@
+"""The model zoo: published COCO detectors, fetched once into torch's hub cache, checked by their
+published checksum, converted to this package's checkpoint layout and loaded as data only.
+
+A zoo name works wherever a checkpoint path does, written ``zoo:NAME`` (``--checkpoint
+zoo:ssdlite320_mobilenet_v3_large_coco``, ``--model.init_checkpoint zoo:...``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from detector.labels import LabelMap
+
+ZOO_PREFIX = "zoo:"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One published model: where it comes from, what it scores, how it becomes ours.
+
+    ``sha256_prefix`` is the checksum its publisher gives (the hex digits in the file name, which
+    ``torch.hub`` checks on download); ``coco_ap`` the publisher's box AP on COCO val2017.
+    """
+
+    name: str
+    source: str
+    url: str
+    sha256_prefix: str
+    coco_ap: float
+    input_size: tuple[int, int]
+    file_size_mb: float | None  # as published; None where the publisher gives none
+    config: dict[str, Any]
+    convert: Callable[[dict[str, Tensor]], dict[str, Tensor]]
+    label_map: Callable[[], LabelMap]
+
+    @property
+    def cache_path(self) -> Path:
+        """Where torch's hub cache keeps the file (the same place torchvision's own weights go)."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
+
+
+def _zoo() -> dict[str, ZooModel]:
+    import detector.zoo.mmdet_ssdlite as mmdet_ssdlite  # the converters: imported on first use
+    import detector.zoo.torchvision_ssdlite as torchvision_ssdlite
+
+    models = [
+        ZooModel(
+            name="ssdlite320_mobilenet_v3_large_coco",
+            source="torchvision SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
+            url="https://download.pytorch.org/models/ssdlite320_mobilenet_v3_large_coco-a79551df.pth",
+            sha256_prefix="a79551df",
+            coco_ap=21.3,
+            input_size=(320, 320),
+            file_size_mb=13.418,
+            config=torchvision_ssdlite.CONFIG,
+            convert=torchvision_ssdlite.convert_state_dict,
+            label_map=torchvision_ssdlite.label_map,
+        ),
+        ZooModel(
+            name="ssdlite_mobilenetv2_mmdet_coco",
+            source="mmdetection ssdlite_mobilenetv2-scratch_8xb24-600e_coco (configs/ssd/metafile.yml)",
+            url="https://download.openmmlab.com/mmdetection/v2.0/ssd/ssdlite_mobilenetv2_scratch_600e_coco/"
+                "ssdlite_mobilenetv2_scratch_600e_coco_20210629_110627-974d9307.pth",
+            sha256_prefix="974d9307",
+            coco_ap=21.3,
+            input_size=(320, 320),
+            file_size_mb=None,
+            config=mmdet_ssdlite.CONFIG,
+            convert=mmdet_ssdlite.convert_state_dict,
+            label_map=mmdet_ssdlite.label_map,
+        ),
+    ]
+    return {m.name: m for m in models}
+
+
+def zoo_models() -> dict[str, ZooModel]:
+    """Every zoo model by name."""
+    return _zoo()
+
+
+def get_zoo_model(name: str) -> ZooModel:
+    """The zoo entry ``name`` (with or without the ``zoo:`` prefix)."""
+    name = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
+    models = _zoo()
+    if name not in models:
+        raise ValueError(f"unknown zoo model {name!r}; `python tools/zoo.py list` lists {sorted(models)}")
+    return models[name]
+
+
+def is_zoo_name(path: str | os.PathLike[str]) -> bool:
+    return str(path).startswith(ZOO_PREFIX)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(model: ZooModel, progress: bool = True) -> Path:
+    """The model's file in the hub cache, downloaded once with ``torch.hub`` (which checks the
+    checksum while downloading); a file already there is checked too, so a corrupt or wrong file is
+    refused rather than loaded."""
+    path = model.cache_path
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(model.url, str(path), hash_prefix=model.sha256_prefix, progress=progress)
+        except RuntimeError as error:
+            if "hash" not in str(error):
+                raise
+            # torch.hub deleted the download: what came is not the published file.
+            raise ValueError(f"zoo model {model.name!r}: the file downloaded from {model.url} fails the published "
+                             f"checksum {model.sha256_prefix} ({error})") from error
+        except Exception as error:  # offline: URLError, timeouts, refused connections
+            # FileNotFoundError: the file the user asked for is not to be had; every tool reports it plainly.
+            raise FileNotFoundError(
+                f"zoo model {model.name!r}: could not download {model.url} ({type(error).__name__}: {error}). "
+                f"Offline, fetch that URL elsewhere and put the file at {path}"
+            ) from error
+    actual = sha256_of(path)
+    if not actual.startswith(model.sha256_prefix):
+        raise ValueError(
+            f"zoo model {model.name!r}: {path} has sha256 {actual[:16]}..., but the published checksum starts "
+            f"with {model.sha256_prefix}: the file is corrupt or not this model. Delete it and fetch {model.url} again"
+        )
+    return path
+
+
+def zoo_checkpoint(name: str, progress: bool = True) -> dict[str, Any]:
+    """Zoo model ``name`` as a checkpoint of this package (the layout :mod:`detector.checkpoint` reads):
+    ``{"state_dict": {"model.<param>": Tensor}, "detector": {"config": ..., "label_map": ...}}``."""
+    model = get_zoo_model(name)
+    path = fetch(model, progress=progress)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"zoo model {model.name!r}: {path} cannot be loaded as data ({error})") from error
+    if isinstance(state, dict) and "state_dict" in state:  # mmdetection wraps the weights with "meta"
+        state = state["state_dict"]
+    converted = model.convert(state)
+    return {
+        "state_dict": {"model." + k: v for k, v in converted.items()},
+        "detector": {"config": dict(model.config), "label_map": model.label_map().to_dict(), "zoo": model.name},
+    }
