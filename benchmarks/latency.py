@@ -103,18 +103,6 @@ def build_models(args: argparse.Namespace) -> tuple[SSDLite, LabelMap, nn.Module
     return ours.eval(), label_map, theirs.eval()
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def onnx_tasks(bench: speed.Bench, label_map: LabelMap, args: argparse.Namespace,
                folder: Path) -> tuple[speed.Tasks, list[str]]:
     """Core and whole paths of the fp32 and int8 exports (written into ``folder``), where they build."""
@@ -155,10 +143,6 @@ def ort_session_options(threads: int) -> Any:
     # Like OMP_WAIT_POLICY=PASSIVE for PyTorch: idle ORT threads sleep instead of spinning.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
-
-
-
-
 
 
 def machine() -> dict[str, Any]:

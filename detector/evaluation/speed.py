@@ -226,10 +226,11 @@ def postprocess_tasks(bench: Bench) -> tuple[Tasks, dict[str, Any]]:
     with torch.inference_mode():
         raw = [bench.ours(x) for x in bench.inputs]
     anchors, size, batch = bench.ours.anchors, bench.ours.image_size, bench.batch
+    levels = bench.ours.anchor_levels
     post = bench.predictor.runner.post_processor
 
     def ours(r: int) -> Any:
-        return post(*raw[bench.pick(r)], anchors, size, bench.orig_sizes[bench.pick(r)])
+        return post(*raw[bench.pick(r)], anchors, size, bench.orig_sizes[bench.pick(r)], anchor_levels=levels)
 
     def theirs(r: int) -> Any:
         cls_logits, bbox_regression = raw[bench.pick(r)]
@@ -243,7 +244,8 @@ def postprocess_tasks(bench: Bench) -> tuple[Tasks, dict[str, Any]]:
                    for r in rounds for a, b in zip(ours(r), theirs(r)))
         detections = statistics.mean(len(d["scores"]) for r in rounds for d in ours(r))
     tasks = {"postprocess.ours": ours, "postprocess.torchvision": theirs,
-             "stages.ours.postprocess_network_pixels": lambda r: post(*raw[bench.pick(r)], anchors, size)}
+             "stages.ours.postprocess_network_pixels": lambda r: post(*raw[bench.pick(r)], anchors, size,
+                                                                      anchor_levels=levels)}
     return tasks, {"same_detections": same, "detections_per_image": detections}
 
 

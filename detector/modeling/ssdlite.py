@@ -101,6 +101,7 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     height, width = size
     return (int(height), int(width))
 
+
 class SSDLite(nn.Module):
     """SSDLite detector: backbone -> neck -> heads, with anchors, loss and post-processing around it.
 
@@ -187,6 +188,7 @@ class SSDLite(nn.Module):
         cls_logits, bbox_regression = self(images)
         return self.postprocess(cls_logits, bbox_regression, image_sizes)
 
+
 def resolve_config(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overrides: Any) -> dict[str, Any]:
     """The full recipe: defaults, then the preset (a name or a dict), then ``overrides``."""
     config = copy.deepcopy(DEFAULTS)
@@ -203,6 +205,7 @@ def resolve_config(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overr
     config.update({k: v for k, v in overrides.items() if v is not None})
     config["image_size"] = list(_pair(config["image_size"]))
     return config
+
 
 def build_anchor_generator(config: dict[str, Any]) -> DefaultBoxGenerator:
     """The default boxes of a recipe (a ``model.config``; missing keys take ``DEFAULTS``).

@@ -35,6 +35,7 @@ __all__ = [
     "find_classes",
 ]
 
+
 def find_classes(directory: str | PathLike[str]) -> list[str]:
     """The sorted names of ``directory``'s sub-folders (hidden ones excluded)."""
     path = Path(directory)

@@ -76,3 +76,21 @@ def test_label_map_is_cocos_80_classes_with_their_ids() -> None:
     assert labels.num_classes == NUM_CLASSES + 1
     assert labels.category_ids[:12] == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13)
     assert labels.names[0] == "person" and labels.names[-1] == "toothbrush" and labels.category_ids[-1] == 90
+
+
+def test_onnx_runner_keeps_the_per_level_candidates(tmp_path: Path) -> None:
+    """topk_per="level" needs each anchor's level: the ONNX runner rebuilds them from the metadata."""
+    import numpy as np
+
+    from detector.deploy.onnx_export import export_onnx
+    from detector.inference import Predictor
+    from detector.zoo.equivalence import randomise
+
+    model = randomise(build_model(CONFIG), seed=3)
+    export_onnx(model, label_map(), tmp_path / "mmdet.onnx")
+    frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    torch_result = Predictor.from_model(model, label_map()).predict(frame)
+    onnx_result = Predictor.from_checkpoint(tmp_path / "mmdet.onnx").predict(frame)
+    assert len(torch_result["boxes"]) == len(onnx_result["boxes"]) == 200  # the detection cap binds
+    assert (torch_result["labels"] == onnx_result["labels"]).mean() > 0.98
+    np.testing.assert_allclose(onnx_result["scores"], torch_result["scores"], atol=1e-4)
