@@ -5,7 +5,7 @@ mmdet 3.3.0, mmengine 0.10.7, mmcv-lite 2.1.0 and six; mmdet 3.3 refuses mmcv 2.
 
     pip install --target /tmp/mmsite --no-deps mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0 six \
         addict yapf termcolor rich shapely terminaltables platformdirs markdown-it-py mdurl tomli
-    python tools/mmdet_equivalence.py --mmdet-path /tmp/mmsite --images ../shared/data/udacity-vehicle-detection/test_images
+    PYTHONPATH=/tmp/mmsite python tools/mmdet_equivalence.py --images DIR_OF_PHOTOS
 
 mmcv-lite lacks mmcv's compiled ops. An import hook stands in for ``mmcv.ops``: every name resolves
 to an inert class (model building only needs them to exist), except ``batched_nms``, which runs
@@ -58,8 +58,7 @@ class _MmcvOpsStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-def build_mmdet(mmdet_path: Path) -> nn.Module:
-    sys.path.insert(0, str(mmdet_path))
+def build_mmdet() -> nn.Module:
     sys.meta_path.insert(0, _MmcvOpsStandIn())
     from mmengine.config import Config
     from mmdet.registry import MODELS
@@ -89,13 +88,13 @@ def mmdet_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return logits, codes, results
 
 
-def compare(images: Sequence[Path], mmdet_path: Path, seed: int) -> dict[str, Any]:
+def compare(images: Sequence[Path], seed: int) -> dict[str, Any]:
     from detector.data.io import load_image
     from detector.modeling.ssdlite import build_model, resolve_config
     from detector.zoo.equivalence import randomise
     from detector.zoo.mmdet_ssdlite import CONFIG, convert_state_dict
 
-    reference = build_mmdet(mmdet_path)
+    reference = build_mmdet()
     randomise(reference, seed)
     ours = build_model(CONFIG).eval()
     ours.load_state_dict(convert_state_dict(reference.state_dict()), strict=True)
@@ -128,14 +127,17 @@ def compare(images: Sequence[Path], mmdet_path: Path, seed: int) -> dict[str, An
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mmdet-path", type=Path, required=True, help="where mmdet, mmengine and mmcv-lite are installed")
     parser.add_argument("--images", type=Path, required=True, help="a folder of photos")
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from detector.data.io import list_images
 
-    result = compare(list_images(args.images)[: args.count], args.mmdet_path, args.seed)
+    try:
+        import mmdet  # noqa: F401
+    except ImportError:
+        parser.error("mmdet is not importable: install it as this script's docstring says and put it on PYTHONPATH")
+    result = compare(list_images(args.images)[: args.count], args.seed)
     print(json.dumps(result))
     return 0
 
