@@ -1,7 +1,8 @@
 """The quickstart, as `make demo` runs it: synthetic data -> train on the CPU -> evaluate -> pictures
 -> demo videos (the synthetic val set as a slide show, and the dashcam clip shipped in
-data/samples/dashcam/; with torchvision's COCO model too when it is in the local zoo cache:
-cars, trucks, buses and people on the real clip). Each step is one of the project's own tools, printed before it runs, so you
+data/samples/dashcam/, drawn by the quickstart model and by the driving model shipped in the zoo,
+trained on CARLA's dashcam frames; with torchvision's COCO model too when it is in the local zoo
+cache: cars, trucks, buses and people on the real clip). Each step is one of the project's own tools, printed before it runs, so you
 can rerun any of them by hand.
 
     python tools/demo.py [--run-dir runs/quickstart] [--retrain]
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quickstart.yaml"
 DASHCAM = REPO / "data" / "samples" / "dashcam" / "test_video.mp4"
 COCO_MODEL = "ssdlite320_mobilenet_v3_large_coco"
+DRIVING_MODEL = "carla_ssdlite_mobilenetv2"  # shipped in the package: no download
 
 
 def run(args: list[str]) -> None:
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
          "--output", str(videos[0]), "--fps", "2", "--max-frames", "40"])
     run(["tools/demo_video.py", "--checkpoint", str(checkpoint), "--input", str(DASHCAM.relative_to(REPO)),
          "--output", str(videos[1]), "--track"])
+    videos.append(run_dir / "demo_dashcam_driving.mp4")
+    run(["tools/demo_video.py", "--checkpoint", f"zoo:{DRIVING_MODEL}", "--input", str(DASHCAM.relative_to(REPO)),
+         "--output", str(videos[-1]), "--score-threshold", "0.3", "--track"])
     videos += coco_dashcam(run_dir)
 
     minutes = (time.time() - started) / 60

@@ -19,13 +19,14 @@ from detector.zoo import fetch, get_zoo_model, zoo_checkpoint, zoo_models
 
 
 def list_models() -> None:
-    print("| name | source | COCO box AP | input | file MB | cached |")
-    print("|---|---|---:|---|---:|---|")
+    print("| name | source | box AP | AP on | input | file MB | cached |")
+    print("|---|---|---:|---|---|---:|---|")
     for model in zoo_models().values():
         height, width = model.input_size
-        cached = "yes" if model.cache_path.is_file() else f"no ({model.cache_path})"
+        cached = ("shipped" if model.packaged else "yes") if model.cache_path.is_file() else f"no ({model.cache_path})"
         size = "?" if model.file_size_mb is None else f"{model.file_size_mb:.1f}"
-        print(f"| {model.name} | {model.source} | {model.coco_ap:.1f} | {height}x{width} | {size} | {cached} |")
+        print(f"| {model.name} | {model.source} | {model.box_ap:.1f} | {model.ap_on} | {height}x{width} | {size} "
+              f"| {cached} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

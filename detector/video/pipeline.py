@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
@@ -166,6 +167,8 @@ class _Counts:
     detections: int = 0
     model_s: float = 0.0
     wall_s: float = 0.0
+    per_class: Counter = field(default_factory=Counter)  # detections per class name
+    tracks: dict = field(default_factory=dict)  # confirmed track id -> (class name, frames seen)
 
 
 def _annotate(frames: FrameSource, step: _FrameStep, writer: VideoWriter, records: TextIO,
@@ -184,6 +187,11 @@ def _annotate(frames: FrameSource, step: _FrameStep, writer: VideoWriter, record
         writer.write(draw_overlay(image, [f"model {seconds * 1000:.1f} ms", f"FPS {counts.frames / elapsed:.1f}"]))
         dets = _detection_records(det, track_ids)
         counts.detections += len(dets)
+        counts.per_class.update(d["name"] for d in dets)
+        for d in dets:
+            if d.get("track_id") is not None:
+                name, seen = counts.tracks.get(d["track_id"], (d["name"], 0))
+                counts.tracks[d["track_id"]] = (name, seen + 1)
         records.write(json.dumps({"index": frame.index, "timestamp": round(frame.timestamp, 4),
                                   "model_ms": round(seconds * 1000, 3), "detections": dets}) + "\n")
         bar.update(1)
@@ -213,6 +221,11 @@ def _summary(info: VideoInfo, writer: VideoWriter, out_path: Path, json_path: Pa
                    "container": "mp4", "pix_fmt": "yuv420p"},
         "frames": counts.frames,
         "detections": counts.detections,
+        "detections_per_class": dict(sorted(counts.per_class.items())),
+        "tracks": len(counts.tracks) if track else None,
+        "tracks_per_class": dict(sorted(Counter(name for name, _ in counts.tracks.values()).items())) if track else None,
+        "median_track_frames": (float(np.median([seen for _, seen in counts.tracks.values()]))
+                                if track and counts.tracks else None),
         "mean_model_ms": round(counts.model_s / counts.frames * 1000, 3),
         "end_to_end_fps": round(counts.frames / counts.wall_s, 3) if counts.wall_s > 0 else None,
         "wall_s": round(counts.wall_s, 3),

@@ -19,6 +19,9 @@ from torch import Tensor
 from detector.labels import LabelMap
 
 ZOO_PREFIX = "zoo:"
+WEIGHTS = Path(__file__).resolve().parent / "weights"  # models trained by this project, shipped with it
+CARLA_SHA256 = "TBD"
+CARLA_TEST_AP = 0.0
 
 
 @dataclass(frozen=True)
@@ -26,23 +29,31 @@ class ZooModel:
     """One published model: where it comes from, what it scores, how it becomes ours.
 
     ``sha256_prefix`` is the checksum its publisher gives (the hex digits in the file name, which
-    ``torch.hub`` checks on download); ``coco_ap`` the publisher's box AP on COCO val2017.
+    ``torch.hub`` checks on download; the whole sha256 for a file shipped in this package);
+    ``box_ap`` its box mAP@[.5:.95] on ``ap_on``. ``packaged`` names a file shipped inside this
+    package (``detector/zoo/weights/``), already in this package's checkpoint layout: nothing is
+    downloaded or converted.
     """
 
     name: str
     source: str
     url: str
     sha256_prefix: str
-    coco_ap: float
+    box_ap: float
+    ap_on: str
     input_size: tuple[int, int]
     file_size_mb: float | None  # as published; None where the publisher gives none
-    config: dict[str, Any]
-    convert: Callable[[dict[str, Tensor]], dict[str, Tensor]]
-    label_map: Callable[[], LabelMap]
+    config: dict[str, Any] | None  # the preset's recipe; None: the checkpoint carries its own
+    convert: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None
+    label_map: Callable[[], LabelMap] | None
+    packaged: str | None = None
 
     @property
     def cache_path(self) -> Path:
-        """Where torch's hub cache keeps the file (the same place torchvision's own weights go)."""
+        """Where the file is: torch's hub cache (the same place torchvision's own weights go), or
+        the package's own ``weights/`` folder for a shipped model."""
+        if self.packaged is not None:
+            return WEIGHTS / self.packaged
         return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
 
 
@@ -56,7 +67,8 @@ def _zoo() -> dict[str, ZooModel]:
             source="torchvision SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
             url="https://download.pytorch.org/models/ssdlite320_mobilenet_v3_large_coco-a79551df.pth",
             sha256_prefix="a79551df",
-            coco_ap=21.3,
+            box_ap=21.3,
+            ap_on="COCO val2017 (published)",
             input_size=(320, 320),
             file_size_mb=13.418,
             config=torchvision_ssdlite.CONFIG,
@@ -69,12 +81,28 @@ def _zoo() -> dict[str, ZooModel]:
             url="https://download.openmmlab.com/mmdetection/v2.0/ssd/ssdlite_mobilenetv2_scratch_600e_coco/"
                 "ssdlite_mobilenetv2_scratch_600e_coco_20210629_110627-974d9307.pth",
             sha256_prefix="974d9307",
-            coco_ap=21.3,
+            box_ap=21.3,
+            ap_on="COCO val2017 (published)",
             input_size=(320, 320),
             file_size_mb=None,
             config=mmdet_ssdlite.CONFIG,
             convert=mmdet_ssdlite.convert_state_dict,
             label_map=mmdet_ssdlite.label_map,
+        ),
+        # Trained by this project (detector/zoo/weights/README.md: the command, the data's licence).
+        ZooModel(
+            name="carla_ssdlite_mobilenetv2",
+            source="this project: configs/driving_carla.yaml on the CARLA Object Detection Dataset (MIT)",
+            url="",
+            sha256_prefix=CARLA_SHA256,
+            box_ap=CARLA_TEST_AP,
+            ap_on="CARLA test (249 frames)",
+            input_size=(224, 384),
+            file_size_mb=None,
+            config=None,
+            convert=None,
+            label_map=None,
+            packaged="carla_ssdlite_mobilenetv2.ckpt",
         ),
     ]
     return {m.name: m for m in models}
@@ -111,6 +139,8 @@ def fetch(model: ZooModel, progress: bool = True) -> Path:
     checksum while downloading); a file already there is checked too, so a corrupt or wrong file is
     refused rather than loaded."""
     path = model.cache_path
+    if model.packaged is not None and not path.is_file():
+        raise FileNotFoundError(f"zoo model {model.name!r}: {path} is missing from this installation")
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -145,6 +175,8 @@ def zoo_checkpoint(name: str, progress: bool = True) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"zoo model {model.name!r}: {path} cannot be loaded as data ({error})") from error
+    if model.packaged is not None:  # trained here: already a checkpoint of this package
+        return state
     if isinstance(state, dict) and "state_dict" in state:  # mmdetection wraps the weights with "meta"
         state = state["state_dict"]
     converted = model.convert(state)

@@ -57,10 +57,12 @@ def test_demo_on_a_tiny_budget(tmp_path: Path) -> None:
     assert len(list(pictures.glob("*.jpg"))) == 8
     assert (pictures / "detections.json").is_file()
 
-    # Both videos with their JSON: the 8 val images as a slide show, and the shipped 38-frame clip.
+    # The videos with their JSON: the 8 val images as a slide show, and the shipped 38-frame clip drawn
+    # by the quickstart model and by the shipped driving model (with tracking).
     videos = announced(out, "video")
-    assert videos == [run_dir / "demo_synthetic.mp4", run_dir / "demo_dashcam.mp4"]
-    for video, frames in zip(videos, (8, 38)):
+    assert videos == [run_dir / "demo_synthetic.mp4", run_dir / "demo_dashcam.mp4",
+                      run_dir / "demo_dashcam_driving.mp4"]
+    for video, frames in zip(videos, (8, 38, 38)):
         assert frames_of(video) == frames
         summary = json.loads(video.with_suffix(".json").read_text())["summary"]
         assert summary["frames"] == frames

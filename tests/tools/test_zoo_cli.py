@@ -23,8 +23,8 @@ def test_list_shows_each_model_with_its_cache_state(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith(f"| {NAME} "))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "21.3" and cells[3] == "320x320"
-    assert cells[5].startswith("no (") and str(tmp_path / "torch" / "hub" / "checkpoints") in cells[5]
+    assert cells[2] == "21.3" and cells[3].startswith("COCO val2017") and cells[4] == "320x320"
+    assert cells[6].startswith("no (") and str(tmp_path / "torch" / "hub" / "checkpoints") in cells[6]
 
 
 def test_offline_download_says_what_to_fetch_and_where(tmp_path: Path) -> None:

@@ -217,6 +217,8 @@ def test_run_video_with_tracking_on_synthetic_frames(tmp_path: Path) -> None:
     assert summary["frames"] == 15 and summary["track"] is True and summary["detections"] == 15
     ids = [f["detections"][0]["track_id"] for f in record["frames"]]
     assert ids == [1] * 15
+    assert summary["detections_per_class"] == {"square": 15}
+    assert (summary["tracks"], summary["tracks_per_class"], summary["median_track_frames"]) == (1, {"square": 1}, 15.0)
     assert record["frames"][3]["detections"][0]["box"] == [22, 30, 52, 60]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.part"))
 
@@ -230,6 +232,7 @@ def test_run_video_rejects_bad_detector_output(tmp_path: Path) -> None:
     summary = run_video(src, tmp_path / "none.mp4", lambda f: {"boxes": np.zeros((0, 4)), "scores": [],
                                                                "labels": [], "names": []}, progress=False)
     assert summary["frames"] == 3 and summary["detections"] == 0
+    assert summary["detections_per_class"] == {} and summary["tracks"] is None  # no tracking asked for
 
 
 def test_failed_run_leaves_no_partial_files(tmp_path: Path) -> None:

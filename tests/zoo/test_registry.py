@@ -48,7 +48,7 @@ def test_the_published_entry_is_torchvisions() -> None:
     weights = SSDLite320_MobileNet_V3_Large_Weights.COCO_V1
     entry = get_zoo_model("zoo:" + NAME)
     assert entry.url == weights.url and entry.url.endswith(f"-{entry.sha256_prefix}.pth")
-    assert entry.coco_ap == weights.meta["_metrics"]["COCO-val2017"]["box_map"]
+    assert entry.box_ap == weights.meta["_metrics"]["COCO-val2017"]["box_map"]
     assert entry.cache_path == Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
