@@ -32,10 +32,17 @@ def atomic_write(path: str | PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:  # the bytes reach the disk before the rename makes them visible
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give the mode a plain open() would
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | PathLike[str], text: str, encoding: str = "utf-8") -> None:

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
          "--output", str(videos[1]), "--track"])
     videos.append(run_dir / "demo_dashcam_driving.mp4")
     run(["tools/demo_video.py", "--checkpoint", f"zoo:{DRIVING_MODEL}", "--input", str(DASHCAM.relative_to(REPO)),
-         "--output", str(videos[-1]), "--score-threshold", "0.3", "--track"])
+         "--output", str(videos[-1]), "--score-threshold", "0.4", "--track"])
     videos += coco_dashcam(run_dir)
 
     minutes = (time.time() - started) / 60
