@@ -42,9 +42,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from detector.arrays import to_numpy
 from detector.checkpoint import load_checkpoint, resolve_device
-from detector.deploy.metadata import read_metadata
-from detector.deploy.onnx_runtime import load_onnx_runner
+from detector.deploy.onnx_runtime import OnnxRunner, load_onnx_runner, open_session
 from detector.deploy.preprocess import ImageInput, ImagePreprocessor, to_rgb_array
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite
@@ -270,9 +270,8 @@ class Predictor:
         """An exported file (``tools/export.py``'s) on ONNX Runtime's CPU provider; its metadata gives the
         label map, input size and normalisation. ``num_threads``, ``session_options``: see
         :func:`detector.deploy.onnx_runtime.create_session`; ``kwargs``: the Predictor's options."""
-        info = read_metadata(path)
-        runner = load_onnx_runner(path, num_threads=num_threads, session_options=session_options,
-                                  **_candidate_limits(info.postprocess, kwargs))
+        session, info = open_session(path, num_threads=num_threads, session_options=session_options)
+        runner = OnnxRunner(session, info, **_candidate_limits(info.postprocess, kwargs))
         return cls(runner, info.label_map, **kwargs)
 
     # --- inference ---------------------------------------------------------------------------
@@ -302,9 +301,9 @@ class Predictor:
 
     def _finish(self, out: Mapping[str, Any]) -> dict[str, Any]:
         """Runner output (original pixels) -> the public result, filtered, with ids and names."""
-        boxes = torch.as_tensor(out["boxes"]).detach().cpu().numpy().astype(np.float32).reshape(-1, 4)
-        scores = torch.as_tensor(out["scores"]).detach().cpu().numpy().astype(np.float32).reshape(-1)
-        labels = torch.as_tensor(out["labels"]).detach().cpu().numpy().astype(np.int64).reshape(-1)
+        boxes = to_numpy(out["boxes"], np.float32, (4,))
+        scores = to_numpy(out["scores"], np.float32)
+        labels = to_numpy(out["labels"], np.int64)
         keep = (scores >= self.score_threshold) & self._keep_label[labels]
         idx = np.flatnonzero(keep)
         idx = idx[np.argsort(-scores[idx], kind="stable")][: self.max_detections]

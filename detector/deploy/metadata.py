@@ -86,7 +86,8 @@ def write_props(model_proto: Any, entries: Mapping[str, Any]) -> None:
 
 
 def read_props(path: str | PathLike[str]) -> dict[str, str]:
-    """The raw ``metadata_props`` of an ONNX file (the graph structure is read, not the weights)."""
+    """The raw ``metadata_props`` of an ONNX file (``onnx.load``: the whole file is parsed; runners take
+    the metadata from their session instead, :func:`detector.deploy.onnx_runtime.open_session`)."""
     import onnx
 
     path = Path(path)

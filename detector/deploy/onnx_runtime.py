@@ -34,7 +34,7 @@ from torch import Tensor
 from detector.deploy.metadata import OnnxModelInfo
 from detector.modeling.boxes import scale_boxes_to_image
 
-__all__ = ["OnnxRunner", "create_session", "load_onnx_runner"]
+__all__ = ["OnnxRunner", "create_session", "load_onnx_runner", "open_session"]
 
 
 def create_session(
@@ -174,6 +174,13 @@ def load_onnx_runner(
 ) -> OnnxRunner:
     """An :class:`OnnxRunner` for an exported file (``num_threads``, ``session_options``: see
     :func:`create_session`; ``score_threshold``, ``max_detections``: see :class:`OnnxRunner`)."""
-    session = create_session(path, num_threads=num_threads, session_options=session_options)
-    info = OnnxModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    session, info = open_session(path, num_threads=num_threads, session_options=session_options)
     return OnnxRunner(session, info, score_threshold=score_threshold, max_detections=max_detections)
+
+
+def open_session(
+    path: str | PathLike[str], *, num_threads: int | None = None, session_options: Any = None
+) -> tuple[Any, OnnxModelInfo]:
+    """The session of an exported file and its metadata, read from the session (the file is parsed once)."""
+    session = create_session(path, num_threads=num_threads, session_options=session_options)
+    return session, OnnxModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
