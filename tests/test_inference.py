@@ -266,20 +266,11 @@ def test_unreadable_file_and_bad_array(tmp_path: Path, predictor: Predictor) -> 
 
 # --- loading -----------------------------------------------------------------------------------
 
-class Payload:
-    """A pickle payload: unpickling it runs code that writes ``marker`` (what a hostile checkpoint does)."""
 
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
-
-
-def test_pickle_payload_checkpoint_is_refused_without_running_it(tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
+def test_pickle_payload_checkpoint_is_refused_without_running_it(tmp_path: Path, code_payload) -> None:
+    marker = code_payload.marker
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "detector": {"config": Payload(marker)}}, evil)
+    torch.save({"state_dict": {}, "detector": {"config": code_payload}}, evil)
     torch.load(evil, weights_only=False)  # the payload is live: unpickled unsafely, it runs
     assert marker.read_text() == "code ran"
     marker.unlink()

@@ -50,24 +50,16 @@ def test_tools_predict_prints_top5_per_image(trained_run: Path, colour_data: Pat
     assert [item["file_name"] for item in saved] == ["blue.png", "red.png"]
 
 
-class Payload:
-    """A pickle payload: unpickling it runs code that writes ``marker`` (what a hostile checkpoint does)."""
 
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
-
-
-def test_pickle_payload_classifier_checkpoint_is_refused_without_running_it(tmp_path: Path, capsys) -> None:
+def test_pickle_payload_classifier_checkpoint_is_refused_without_running_it(tmp_path: Path, capsys,
+                                                                             code_payload) -> None:
     import pytest
 
     from detector.pretrain import export_classifier_onnx, is_classifier_checkpoint
 
-    marker = tmp_path / "marker"
+    marker = code_payload.marker
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "classifier": {"config": Payload(marker), "class_names": ["a"]}}, evil)
+    torch.save({"state_dict": {}, "classifier": {"config": code_payload, "class_names": ["a"]}}, evil)
     torch.load(evil, weights_only=False)  # the payload is live: unpickled unsafely, it runs
     assert marker.is_file()
     marker.unlink()

@@ -139,24 +139,15 @@ def test_checkpoint_mode_writes_detections_that_reevaluate_identically(tmp_path)
     assert json.loads(again.read_text()) == metrics
 
 
-class Payload:
-    """A pickle payload: unpickling it runs code that writes ``marker`` (what a hostile checkpoint does)."""
 
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
-
-
-def test_pickle_payload_checkpoint_is_refused_without_running_it(tmp_path, capsys):
+def test_pickle_payload_checkpoint_is_refused_without_running_it(tmp_path, capsys, code_payload):
     import torch
 
     write_gt(tmp_path / "gt.json")
     (tmp_path / "images").mkdir()
-    marker = tmp_path / "marker"
+    marker = code_payload.marker
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "detector": {"config": Payload(marker)}}, evil)
+    torch.save({"state_dict": {}, "detector": {"config": code_payload}}, evil)
     torch.load(evil, weights_only=False)  # the payload is live: unpickled unsafely, it runs
     assert marker.is_file()
     marker.unlink()

@@ -15,21 +15,11 @@ from detector.training.cli import main
 from training_helpers import tiny_args
 
 
-class Payload:
-    """Unpickling this runs code that creates ``marker``, as a hostile checkpoint would."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
-
-
 @pytest.fixture
-def hostile(tmp_path: Path) -> tuple[Path, Path]:
+def hostile(tmp_path: Path, code_payload) -> tuple[Path, Path]:
     """``(file, marker)``: a checkpoint-shaped file whose unpickling would create ``marker``."""
-    marker, path = tmp_path / "code_ran", tmp_path / "hostile.ckpt"
-    torch.save({"state_dict": {"model.features.0.0.weight": Payload(marker)}, "detector": {}, "classifier": {}},
+    marker, path = code_payload.marker, tmp_path / "hostile.ckpt"
+    torch.save({"state_dict": {"model.features.0.0.weight": code_payload}, "detector": {}, "classifier": {}},
                path)
     torch.load(path, weights_only=False)  # the payload is live: loaded unsafely, it runs
     assert marker.is_file()

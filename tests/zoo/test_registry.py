@@ -99,20 +99,11 @@ def test_offline_error_names_the_url_and_where_to_put_the_file(hub: Path, monkey
     assert entry.url in str(error.value) and str(hub / "checkpoints" / os.path.basename(entry.url)) in str(error.value)
 
 
-class Payload:
-    """Unpickling this runs code: what a malicious "checkpoint" does."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
 
 def test_a_pickle_payload_is_refused_without_running_it(hub: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    url, prefix = publish(hub.parent, {"state_dict": Payload(marker)})  # passes its own checksum
+                                                         code_payload) -> None:
+    marker = code_payload.marker
+    url, prefix = publish(hub.parent, {"state_dict": code_payload})  # passes its own checksum
     register(monkeypatch, url, prefix)
     with pytest.raises(ValueError, match="cannot be loaded as data"):
         zoo_checkpoint(NAME, progress=False)
