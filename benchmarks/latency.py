@@ -1,5 +1,6 @@
-"""CPU inference speed: ours (PyTorch eager, ONNX Runtime fp32 and int8) against torchvision's
-``ssdlite320_mobilenet_v3_large``, in one process, on the same decoded images.
+"""CPU inference speed: ours (PyTorch eager; ONNX Runtime and OpenVINO, fp32 and int8, on the same
+exported files) against torchvision's ``ssdlite320_mobilenet_v3_large``, in one process, on the same
+decoded images.
 
     python benchmarks/latency.py --preset ssdlite_mobilenetv2 --image-size 320 --threads 2 --batch 1 --json cpu.json
     python benchmarks/latency.py --checkpoint runs/x/checkpoints/best.ckpt --json cpu.json
@@ -7,7 +8,10 @@
 What is timed (image decoding excluded; every path starts from ``HxWx3`` uint8 RGB arrays):
 
 - **core**: the network alone on an already normalised ``[B, 3, S, S]`` batch (ours: ``SSDLite.forward``
-  of the conv-BN-fused model, or the ONNX session; torchvision: ``backbone`` + ``head``).
+  of the conv-BN-fused model, or the ONNX Runtime session / OpenVINO compiled model; torchvision:
+  ``backbone`` + ``head``). OpenVINO runs with :func:`detector.deploy.openvino_runtime.compile_settings`
+  (latency hint, ``--threads``, f32 precision); ``openvino_vs_onnxruntime`` gives its ratios to ONNX
+  Runtime on the same file.
 - **whole**: array in, detections in the image's pixels out. Ours: ``Predictor.predict_batch``.
   torchvision: ``uint8 -> float 0..1`` tensor, then ``model(images)`` (its transform, network,
   ``postprocess_detections``, ``transform.postprocess``).
@@ -112,24 +116,58 @@ def onnx_tasks(bench: speed.Bench, label_map: LabelMap, args: argparse.Namespace
     fp32, int8, notes = folder / "model.onnx", folder / "model.int8.onnx", []
     export_onnx(bench.ours, label_map, fp32, dynamic_batch=args.batch != 1, with_nms=False, verify=False)
     paths = {"onnx_fp32": fp32}
+    # The quantizers read files: the benchmark's own images, written beside the model.
+    calibration = [folder / f"calibration_{i:03d}.png" for i in range(sum(map(len, bench.batches)))]
+    for path, image in zip(calibration, (a for b in bench.batches for a in b)):
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     try:
-        # The quantizer reads files: the benchmark's own images, written beside the model.
-        calibration = [folder / f"calibration_{i:03d}.png" for i in range(sum(map(len, bench.batches)))]
-        for path, image in zip(calibration, (a for b in bench.batches for a in b)):
-            cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         quantize_onnx(fp32, int8, calibration, calibration_count=None)
         paths["onnx_int8"] = int8
     except Exception as err:  # noqa: BLE001 - an int8 failure must not lose the other figures
         notes.append(f"onnx_int8: quantization failed ({type(err).__name__}: {err})")
     tasks: speed.Tasks = {}
     arrays = [x.numpy() for x in bench.inputs]
-    for name, path in paths.items():
-        predictor = Predictor.from_onnx(path, session_options=ort_session_options(args.threads),
-                                        num_threads=args.threads)
-        session, input_name = predictor.runner.session, predictor.runner.input_name
-        tasks[f"{name}.core"] = lambda r, s=session, n=input_name: s.run(None, {n: arrays[bench.pick(r)]})
-        tasks[f"{name}.whole"] = lambda r, p=predictor: p.predict_batch(bench.batches[bench.pick(r)])
+    runtimes = {"onnx": ("onnxruntime", ort_session_options(args.threads))}
+    try:
+        import openvino  # noqa: F401
+
+        runtimes["openvino"] = ("openvino", None)
+    except ImportError:
+        notes.append("openvino: not installed (pip install openvino)")
+    for prefix, (runtime, options) in runtimes.items():
+        for quant, path in paths.items():
+            name = f"{prefix}_{quant.split('_')[1]}"
+            predictor = Predictor.from_onnx(path, runtime=runtime, session_options=options, num_threads=args.threads)
+            session, input_name = predictor.runner.session, predictor.runner.input_name
+            tasks[f"{name}.core"] = lambda r, s=session, n=input_name: s.run(None, {n: arrays[bench.pick(r)]})
+            tasks[f"{name}.whole"] = lambda r, p=predictor: p.predict_batch(bench.batches[bench.pick(r)])
+    if args.executorch:
+        executorch, more = executorch_tasks(bench, label_map, args, folder, calibration)
+        tasks.update(executorch)
+        notes += more
     return tasks, notes
+
+
+def executorch_tasks(bench: speed.Bench, label_map: LabelMap, args: argparse.Namespace, folder: Path,
+                     calibration: list[Path]) -> tuple[speed.Tasks, list[str]]:
+    """Core and whole paths of the fp32 and int8 ExecuTorch programs (XNNPACK; batch 1 only)."""
+    if args.batch != 1:
+        return {}, ["executorch: programs take batch 1; not timed at --batch > 1"]
+    try:
+        from detector.deploy.executorch_export import export_executorch
+        from detector.deploy.executorch_runtime import load_executorch_runner
+    except ImportError as err:
+        return {}, [f"executorch: not installed ({err})"]
+    tasks: speed.Tasks = {}
+    for quant in ("fp32", "int8"):
+        path = folder / f"model.{quant}.pte"
+        export_executorch(bench.ours, label_map, path, int8=quant == "int8", calibration_images=calibration,
+                          calibration_count=None, verify=False)
+        runner = load_executorch_runner(path)
+        predictor = Predictor(runner, label_map)
+        tasks[f"executorch_{quant}.core"] = lambda r, m=runner.method: m.execute([bench.inputs[bench.pick(r)]])
+        tasks[f"executorch_{quant}.whole"] = lambda r, p=predictor: p.predict_batch(bench.batches[bench.pick(r)])
+    return tasks, []
 
 
 def ort_session_options(threads: int) -> Any:
@@ -146,13 +184,19 @@ def ort_session_options(threads: int) -> Any:
 
 
 def machine() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import onnxruntime
 
+    try:
+        openvino_version = version("openvino")
+    except PackageNotFoundError:
+        openvino_version = None
     return {
         "cpu": speed.cpu_name(), "cores": os.cpu_count(), "load_average_before": list(os.getloadavg()),
         "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "onnxruntime": onnxruntime.__version__,
-        "opencv": cv2.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "openvino": openvino_version, "opencv": cv2.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 
@@ -198,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stages_ms": timings["stages_ms"],
         "core_ratios": timings["core_ratios"],
         "ratios": timings["ratios"],
+        "openvino_vs_onnxruntime": timings["openvino_vs_onnxruntime"],
         "postprocess_speedup": speed.ratio(stats["postprocess.torchvision"]["median"],
                                            stats["postprocess.ours"]["median"]),
         "notes": notes,
@@ -218,6 +263,9 @@ def print_report(result: dict[str, Any]) -> None:
         r = result["ratios"].get({"ours_eager": "eager"}.get(name, name))
         print(f"  {name:20s} {lat['core']['median']:9.2f} {lat['core']['p90']:8.2f} "
               f"{lat['whole']['median']:10.2f} {lat['whole']['p90']:8.2f} {'' if r is None else f'{r:7.3f}'}")
+    for name, versus in result["openvino_vs_onnxruntime"].items():
+        if versus["whole"] is not None:
+            print(f"  {name} / ONNX Runtime on the same file: core {versus['core']:.2f}, whole {versus['whole']:.2f}")
     p = result["postprocess_ms"]
     print(f"  post-processing: ours {p['ours']['median']:.3f} ms, torchvision {p['torchvision']['median']:.3f} ms "
           f"-> {result['postprocess_speedup']:.1f}x (same detections: {p['same_detections']})")
@@ -242,6 +290,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="presets: (anchor, class) pairs above the score threshold per image after calibration")
     parser.add_argument("--logit-std", type=float, default=2.0,
                         help="random weights: spread of the class logits before the background bias is set")
+    parser.add_argument("--executorch", action="store_true",
+                        help="also time ExecuTorch programs (XNNPACK, fp32 and PT2E int8; exporting takes minutes)")
     parser.add_argument("--width-mult", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--num-classes", type=int, default=91, help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)

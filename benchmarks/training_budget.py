@@ -5,6 +5,17 @@ batch size and the same number of optimisation steps; both scored on the val spl
 
     python benchmarks/training_budget.py --threads 2 --json runs/benchmark_training/results.json
 
+Another dataset and recipe: ``--config`` (ours), the four ``--train-*``/``--val-*`` paths (score on a
+test split by passing it as ``--val-*``) and ``--torchvision-image-size H W`` (its input; 320 square
+by default, its own). ``--same-wall-clock`` adds a third run, ``torchvision_same_time``: torchvision's
+recipe with the steps it trains in our training time, from its measured throughput in the same-steps
+run (its schedule is sized to that budget, not cut short). For CARLA (``docs/driving.md``):
+
+    python benchmarks/training_budget.py --config configs/driving_carla.yaml --steps 860 \
+        --train-images data/carla/images --train-annotations data/carla/train.json \
+        --val-images data/carla/images --val-annotations data/carla/test.json \
+        --torchvision-image-size 224 384 --same-wall-clock --output-dir runs/benchmark_training_carla
+
 - **ours**: exactly what ``configs/quickstart.yaml`` builds, through ``detector.training.cli``. Only
   ``max_steps`` (the budget), the run folder and validation during training (off: it would sit in
   the timed loop) are overridden; the final weights are validated once with ``trainer.validate``.
@@ -44,7 +55,7 @@ from detector.files import atomic_write_text  # noqa: E402
 from detector.labels import LabelMap  # noqa: E402
 from detector.training import reference  # noqa: E402
 from detector.training.cli import main as train_cli  # noqa: E402
-from detector.training.reference import StepClock, StepClockCallback, TorchvisionSSDLite  # noqa: E402
+from detector.training.reference import StepClock, StepClockCallback, TorchvisionSSDLite, input_hw  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -56,13 +67,20 @@ def quickstart_steps(config: dict[str, Any], num_train: int, batch_size: int) ->
     return int(config["trainer"]["max_epochs"]) * (num_train // batch_size)
 
 
+def same_time_steps(budget_s: float, train_s: float, steps: int) -> int:
+    """The steps a recipe that took ``train_s`` seconds (its whole ``fit``, start-up included) for
+    ``steps`` steps trains in ``budget_s`` seconds (at least 2)."""
+    return max(2, int(budget_s * steps / train_s))
+
+
 def result_row(metrics: dict[str, Any], clock: StepClock, steps: int, train_s: float, eval_s: float,
                final_loss: Any) -> dict[str, Any]:
     """One ``results`` entry: COCO summary values, counts, throughput, times and the last loss."""
     if clock.steps != steps:
         raise RuntimeError(f"a recipe ran {clock.steps} steps, expected {steps}")
     row: dict[str, Any] = {key: float(metrics[key]) for key in RESULT_KEYS}
-    row.update(num_images=int(metrics["num_images"]), num_detections=int(metrics["num_detections"]))
+    row.update(num_images=int(metrics["num_images"]), num_detections=int(metrics["num_detections"]),
+               per_class=metrics.get("per_class", {}))
     return {**row, **clock.summary(), "train_s": train_s, "eval_s": eval_s,
             "final_loss": None if final_loss is None else float(final_loss)}
 
@@ -71,8 +89,8 @@ def quickstart_recipe(module: Any, datamodule: Any, config: str, steps: int) -> 
     """The ``recipes.ours`` entry, read from the trained module's hyperparameters."""
     hp = module.hparams
     return {
-        "name": "quickstart", "config": config, "model": hp.preset, "width_mult": float(hp.width_mult),
-        "neck": hp.neck, "image_size": int(datamodule.image_size), "augment": datamodule.augment,
+        "name": Path(config).stem, "config": config, "model": hp.preset, "width_mult": float(hp.width_mult),
+        "neck": hp.neck, "image_size": image_size_entry(datamodule.image_size), "augment": datamodule.augment,
         "optimizer": f"{hp.optimizer} (nesterov)" if hp.optimizer == "sgd" else hp.optimizer,
         "lr": float(hp.lr), "momentum": float(hp.momentum), "weight_decay": float(hp.weight_decay),
         "weight_decay_on": "conv weights only (not BatchNorm, not biases)",
@@ -82,11 +100,17 @@ def quickstart_recipe(module: Any, datamodule: Any, config: str, steps: int) -> 
     }
 
 
+def image_size_entry(image_size: Any) -> int | list[int]:
+    """A report's ``image_size``: an int when square and given as one, else ``[H, W]``."""
+    return int(image_size) if isinstance(image_size, int) else list(input_hw(image_size))
+
+
 def train_quickstart(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
-    """``configs/quickstart.yaml`` through the project's CLI for ``args.steps`` steps, then validated."""
+    """``args.config`` (the quickstart's by default) through the project's CLI for ``args.steps`` steps,
+    then validated."""
     overrides = {
-        "data.train_images": args.data / "train", "data.train_annotations": args.data / "train.json",
-        "data.val_images": args.data / "val", "data.val_annotations": args.data / "val.json",
+        "data.train_images": args.train_images, "data.train_annotations": args.train_annotations,
+        "data.val_images": args.val_images, "data.val_annotations": args.val_annotations,
         "data.batch_size": args.batch_size, "data.num_workers": args.num_workers, "data.image_size": args.image_size,
         "trainer.max_steps": args.steps,
         "trainer.max_epochs": -1,  # the step budget alone ends the run, whatever the batch size
@@ -117,20 +141,23 @@ def train_quickstart(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     return {"recipe": {**recipe, "run_dir": str(run_dir), "checkpoint": str(checkpoint)}, "result": result}
 
 
-def train_torchvision(args: argparse.Namespace, label_map: LabelMap, run_dir: Path, seed: int) -> dict[str, Any]:
-    """torchvision's reference recipe for ``args.steps`` steps from scratch, then validated."""
-    loaders = [reference.reference_loader(args.data / split, args.data / f"{split}.json", label_map, train=train,
-                                          batch_size=args.batch_size, num_workers=args.num_workers, seed=seed)
-               for split, train in (("train", True), ("val", False))]
+def train_torchvision(args: argparse.Namespace, label_map: LabelMap, run_dir: Path, seed: int,
+                      steps: int) -> dict[str, Any]:
+    """torchvision's reference recipe for ``steps`` steps from scratch, then validated."""
+    loaders = [reference.reference_loader(images, annotations, label_map, train=train, batch_size=args.batch_size,
+                                          num_workers=args.num_workers, seed=seed)
+               for images, annotations, train in ((args.train_images, args.train_annotations, True),
+                                                  (args.val_images, args.val_annotations, False))]
     if len(loaders[0]) == 0:
         raise SystemExit(f"{len(loaders[0].dataset)} training images make no batch of {args.batch_size}")
     lr = args.torchvision_lr if args.torchvision_lr is not None else reference.reference_lr(args.batch_size)
     # The reference's warmup covers at most 1000 steps of the first epoch.
-    warmup = min(reference.MAX_WARMUP_STEPS, len(loaders[0]) - 1, args.steps - 1)
+    warmup = min(reference.MAX_WARMUP_STEPS, len(loaders[0]) - 1, steps - 1)
     torch.manual_seed(seed)
-    module = TorchvisionSSDLite(label_map.to_dict(), total_steps=args.steps, lr=lr, warmup_steps=warmup)
+    module = TorchvisionSSDLite(label_map.to_dict(), total_steps=steps, lr=lr, warmup_steps=warmup,
+                                image_size=args.torchvision_image_size)
     clock = StepClock(args.skip_steps)
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=args.steps, logger=False, enable_checkpointing=False,
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                       num_sanity_val_steps=0, callbacks=[StepClockCallback(clock)], default_root_dir=run_dir)
     train_s = time.perf_counter()
     trainer.fit(module, train_dataloaders=loaders[0])
@@ -144,17 +171,29 @@ def train_torchvision(args: argparse.Namespace, label_map: LabelMap, run_dir: Pa
     lr_rule = ("--torchvision-lr" if args.torchvision_lr is not None else
                f"{reference.REFERENCE_LR} x batch / {reference.REFERENCE_BATCH} (linear scaling of the reference)")
     recipe = {**module.recipe(), "lr_rule": lr_rule, "run_dir": str(run_dir), "checkpoint": str(weights)}
-    return {"recipe": recipe, "result": result_row(module.metrics, clock, args.steps, train_s, eval_s, final_loss)}
+    recipe["steps"] = steps
+    return {"recipe": recipe, "result": result_row(module.metrics, clock, steps, train_s, eval_s, final_loss)}
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """One row per recipe: input size, parameters, AP, AP50, AP75, images/s."""
-    header = f"{'recipe':<44} {'input':>7} {'params':>8} {'AP':>6} {'AP50':>6} {'AP75':>6} {'img/s':>7}"
+    header = (f"{'recipe':<52} {'input':>7} {'params':>8} {'steps':>6} {'AP':>6} {'AP50':>6} {'AP75':>6} "
+              f"{'img/s':>7} {'train s':>8}")
     lines = [header, "-" * len(header)]
     for name, entry in results.items():
         recipe, row = entry["recipe"], entry["result"]
-        lines.append(f"{name + ': ' + recipe['model']:<44} {recipe['image_size']:>7d} {recipe['params'] / 1e6:>7.2f}M "
-                     f"{row['AP']:>6.3f} {row['AP50']:>6.3f} {row['AP75']:>6.3f} {row['images_per_s']:>7.2f}")
+        size = recipe["image_size"]
+        size = str(size) if isinstance(size, int) else "x".join(str(v) for v in size)
+        lines.append(f"{name + ': ' + recipe['model']:<52} {size:>7} {recipe['params'] / 1e6:>7.2f}M {row['steps']:>6d} "
+                     f"{row['AP']:>6.3f} {row['AP50']:>6.3f} {row['AP75']:>6.3f} {row['images_per_s']:>7.2f} "
+                     f"{row['train_s']:>8.0f}")
+    classes = sorted({c for entry in results.values() for c in entry["result"]["per_class"]})
+    if classes:
+        lines += ["", "AP per class: " + ", ".join(classes)]
+        for name, entry in results.items():
+            per_class = entry["result"]["per_class"]
+            lines.append(f"  {name:<24} " + " ".join(f"{per_class.get(c, {}).get('AP', float('nan')):>6.3f}"
+                                                     for c in classes))
     return "\n".join(lines)
 
 
@@ -162,6 +201,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic",
                         help="synthetic set: DIR/{train,val}/ and DIR/{train,val}.json (tools/make_synthetic.py)")
+    for split in ("train", "val"):
+        parser.add_argument(f"--{split}-images", type=Path, default=None,
+                            help=f"{split} image folder (default: DATA/{split}); --val-* is what both are scored on")
+        parser.add_argument(f"--{split}-annotations", type=Path, default=None,
+                            help=f"{split} COCO JSON (default: DATA/{split}.json)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml",
+                        help="our recipe (a tools/train.py config; its data paths are replaced by the ones above)")
+    parser.add_argument("--torchvision-image-size", type=int, nargs="+", default=[reference.IMAGE_SIZE],
+                        metavar="SIZE", help="torchvision's input: S (square, default its own 320) or H W")
+    parser.add_argument("--same-wall-clock", action="store_true",
+                        help="also train torchvision's recipe for the steps it does in our training time")
     parser.add_argument("--steps", type=int, default=None,
                         help="optimisation steps for both (default: the quickstart's, max_epochs x batches per epoch)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per step for both (default: the quickstart's)")
@@ -174,7 +224,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "benchmark_training",
                         help="runs go to OUTPUT_DIR/quickstart/ and OUTPUT_DIR/torchvision/")
     # For quick runs (tests) only: they change our recipe, so published figures never use them.
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml", help=argparse.SUPPRESS)
     parser.add_argument("--width-mult", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--num-workers", type=int, default=None, help=argparse.SUPPRESS)
@@ -184,15 +233,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.data = args.data.resolve()
-    for path in (args.data / "train", args.data / "val", args.data / "train.json", args.data / "val.json"):
-        if not path.exists():
-            raise SystemExit(f"{path} not found: make the set with tools/make_synthetic.py --output {args.data}")
+    # The --data folder is reported only when it provided any of the four paths.
+    args.data_used = any(getattr(args, f"{split}_{kind}") is None for split in ("train", "val")
+                         for kind in ("images", "annotations"))
+    for split in ("train", "val"):
+        for kind, default in (("images", args.data / split), ("annotations", args.data / f"{split}.json")):
+            key = f"{split}_{kind}"
+            setattr(args, key, (getattr(args, key) or default).resolve())
+            if not getattr(args, key).exists():
+                hint = f": make the set with tools/make_synthetic.py --output {args.data}" if getattr(
+                    args, key) == default.resolve() else ""
+                raise SystemExit(f"--{split}-{kind}: {getattr(args, key)} not found{hint}")
+    if len(args.torchvision_image_size) not in (1, 2):
+        raise SystemExit(f"--torchvision-image-size takes S or H W, got {args.torchvision_image_size}")
+    args.torchvision_image_size = (args.torchvision_image_size[0] if len(args.torchvision_image_size) == 1
+                                   else tuple(args.torchvision_image_size))
     config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     args.batch_size = args.batch_size or int(config["data"]["batch_size"])
     if args.num_workers is None:
         args.num_workers = int(config["data"].get("num_workers", 0))
-    train_coco = load_coco_json(args.data / "train.json")
-    num_train, num_val = len(train_coco["images"]), len(load_coco_json(args.data / "val.json")["images"])
+    train_coco = load_coco_json(args.train_annotations)
+    num_train, num_val = len(train_coco["images"]), len(load_coco_json(args.val_annotations)["images"])
     args.steps = args.steps or quickstart_steps(config, num_train, args.batch_size)
     if args.steps < 2:
         raise SystemExit(f"--steps must be at least 2 (got {args.steps})")
@@ -203,11 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{num_train} train / {num_val} val images, {label_map.num_classes - 1} classes; "
           f"{args.steps} steps of {args.batch_size} images each; {args.threads} threads")
 
-    results = {"ours": train_quickstart(args, output / "quickstart"),
-               "torchvision": train_torchvision(args, label_map, output / "torchvision", seed)}
+    results = {"ours": train_quickstart(args, output / args.config.stem),
+               "torchvision": train_torchvision(args, label_map, output / "torchvision", seed, args.steps)}
+    if args.same_wall_clock:
+        ours_s, tv = results["ours"]["result"], results["torchvision"]["result"]
+        steps = same_time_steps(ours_s["train_s"], tv["train_s"], tv["steps"])
+        print(f"same wall-clock: torchvision trains {steps} steps in our {ours_s['train_s']:.0f} s")
+        results["torchvision_same_time"] = train_torchvision(args, label_map, output / "torchvision_same_time",
+                                                             seed, steps)
     command = " ".join([Path(sys.argv[0]).name if argv is None else "training_budget.py",
                         *(sys.argv[1:] if argv is None else argv)])
-    settings = {"data": str(args.data), "train_images": num_train, "val_images": num_val,
+    settings = {"data": str(args.data) if args.data_used else None, "train_annotations": str(args.train_annotations),
+                "val_annotations": str(args.val_annotations), "train_images": num_train, "val_images": num_val,
                 "num_classes": label_map.num_classes, "steps": args.steps, "batch_size": args.batch_size,
                 "threads": args.threads, "num_workers": args.num_workers, "skip_steps": args.skip_steps,
                 "seed": seed, "eval_backend": "pycocotools"}
@@ -234,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(path, text)
     print("\nwrote:")
     print(f"  our run (Lightning logs, config, checkpoints/last.ckpt): {results['ours']['recipe']['run_dir']}")
-    print(f"  torchvision's final weights: {results['torchvision']['recipe']['checkpoint']}")
+    for name in results.keys() - {"ours"}:
+        print(f"  {name}'s final weights: {results[name]['recipe']['checkpoint']}")
     for path in written:
         print(f"  results: {path}")
     return 0

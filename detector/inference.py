@@ -24,8 +24,10 @@ The work is split in three steps; only the middle one depends on the backend:
    is ``None``), ``"scores"`` FloatTensor[N] descending, ``"labels"`` Int64Tensor[N] in 1..K
    (0 is background, never returned); ``N`` may be 0. Two runners implement it:
    :class:`TorchRunner` (an ``SSDLite`` and its post-processing) and
-   :class:`detector.deploy.onnx_runtime.OnnxRunner` (an exported file). :func:`load_runner` picks
-   one by file; ``SSDLite.predict`` has the same call.
+   :class:`detector.deploy.onnx_runtime.OnnxRunner` (an exported file, on ONNX Runtime or, through
+   :mod:`detector.deploy.openvino_runtime`, on OpenVINO: ``runtime="openvino"``) and
+   :class:`detector.deploy.executorch_runtime.ExecuTorchRunner` (a ``.pte`` program and its sidecar).
+   :func:`load_runner` picks one by file; ``SSDLite.predict`` has the same call.
 3. **Filtering** (here): the user's score threshold, class filter and detection cap; labels are
    mapped to category ids and names through the ``LabelMap``.
 """
@@ -44,15 +46,20 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from detector.arrays import to_numpy
 from detector.checkpoint import load_checkpoint, resolve_device
-from detector.deploy.onnx_runtime import OnnxRunner, load_onnx_runner, open_session
+from detector.deploy.onnx_runtime import OnnxRunner, open_session
 from detector.deploy.preprocess import ImageInput, ImagePreprocessor, to_rgb_array
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite
 
-__all__ = ["ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn", "is_onnx_file", "load_runner",
-           "to_rgb_array"]
+__all__ = ["BACKENDS", "EXPORT_RUNTIMES", "ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn",
+           "is_executorch_file", "is_onnx_file", "load_runner", "to_rgb_array"]
 
 ONNX_SUFFIXES = (".onnx",)
+EXECUTORCH_SUFFIXES = (".pte",)
+# The runtimes of an exported .onnx file, both on the CPU.
+EXPORT_RUNTIMES = ("onnxruntime", "openvino")
+# The tools' --backend: "torch" runs any model file as it is; the others need an exported .onnx.
+BACKENDS = {"torch": None, "onnx": "onnxruntime", "openvino": "openvino"}
 
 
 class Runner(Protocol):
@@ -65,6 +72,11 @@ class Runner(Protocol):
 
     def __call__(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
         ...
+
+
+def is_executorch_file(path: str | PathLike[str]) -> bool:
+    """An exported ExecuTorch program, by its suffix (``tools/export.py --output model.pte``)."""
+    return Path(path).suffix.lower() in EXECUTORCH_SUFFIXES
 
 
 def is_onnx_file(path: str | PathLike[str]) -> bool:
@@ -162,24 +174,52 @@ def load_runner(
     channels_last: bool | None = False,
     num_threads: int | None = None,
     session_options: Any = None,
+    runtime: str = "onnxruntime",
 ) -> tuple[Runner, LabelMap]:
     """The runner of any model file, and its label map.
 
-    An ONNX file (:func:`is_onnx_file`) runs on ONNX Runtime's CPU provider whatever ``device`` says
-    (``num_threads``, ``session_options``: :func:`detector.deploy.onnx_runtime.create_session`);
-    anything else is loaded as a checkpoint, as data only (a pickle that would run code is refused
-    with ``ValueError``), onto ``device`` (``"auto"``: CUDA when available). ``score_threshold`` and
-    ``max_detections`` replace the model's settings (``None``: the model's). ``fuse`` and
-    ``channels_last``: see :class:`TorchRunner` (off by default: the model's exact numbers).
+    An ONNX file (:func:`is_onnx_file`) runs on the CPU whatever ``device`` says, on ``runtime``
+    (``"onnxruntime"`` or ``"openvino"``; ``num_threads``; ``session_options``: an ONNX Runtime
+    ``SessionOptions`` or a dict of OpenVINO compile settings); anything else is loaded as a
+    checkpoint, as data only (a pickle that would run code is refused with ``ValueError``), onto
+    ``device`` (``"auto"``: CUDA when available). A ``.pte`` program runs on ExecuTorch's Python
+    runtime (CPU, XNNPACK). ``score_threshold`` and ``max_detections`` replace the model's settings
+    (``None``: the model's). ``fuse`` and ``channels_last``: see :class:`TorchRunner` (off by
+    default: the model's exact numbers).
     """
-    if is_onnx_file(path):
-        runner = load_onnx_runner(path, score_threshold=score_threshold, max_detections=max_detections,
-                                  num_threads=num_threads, session_options=session_options)
+    if is_executorch_file(path):
+        from detector.deploy.executorch_runtime import load_executorch_runner
+
+        runner = load_executorch_runner(path, score_threshold=score_threshold, max_detections=max_detections)
         return runner, runner.info.label_map
+    if is_onnx_file(path):
+        session, info = open_export(path, runtime, num_threads, session_options)
+        runner = OnnxRunner(session, info, score_threshold=score_threshold, max_detections=max_detections)
+        return runner, info.label_map
     model, label_map = load_checkpoint(path, map_location=resolve_device(device))
     runner = TorchRunner(model, score_threshold=score_threshold, max_detections=max_detections, fuse=fuse,
                          channels_last=channels_last)
     return runner, label_map
+
+
+def open_export(path: str | PathLike[str], runtime: str = "onnxruntime", num_threads: int | None = None,
+                options: Any = None) -> tuple[Any, Any]:
+    """``(session, OnnxModelInfo)`` of an exported file on ``runtime`` (:data:`EXPORT_RUNTIMES`);
+    ``options``: ONNX Runtime ``SessionOptions``, or OpenVINO compile settings (a dict)."""
+    if runtime == "onnxruntime":
+        return open_session(path, num_threads=num_threads, session_options=options)
+    if runtime == "openvino":
+        from detector.deploy.openvino_runtime import open_openvino_session
+
+        return open_openvino_session(path, num_threads=num_threads, settings=options)
+    raise ValueError(f"runtime must be one of {EXPORT_RUNTIMES} for an exported file, got {runtime!r}")
+
+
+def _defaults_of_program(path: str | PathLike[str]) -> Mapping[str, Any]:
+    """The post-processing settings an ExecuTorch program's sidecar records."""
+    from detector.deploy.executorch_export import read_detector_sidecar
+
+    return read_detector_sidecar(path).postprocess
 
 
 def _candidate_limits(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,34 +285,55 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | PathLike[str], device: str | torch.device = "cpu", *, fuse: bool = True, **kwargs: Any
+        cls, path: str | PathLike[str], device: str | torch.device = "cpu", *, fuse: bool = True,
+        runtime: str = "onnxruntime", **kwargs: Any
     ) -> Predictor:
         """Load any model file: a checkpoint (``save_checkpoint``'s or Lightning's ``*.ckpt``, as data
-        only) onto ``device`` (``"auto"``: CUDA when available), or an exported ``.onnx``
-        (:meth:`from_onnx`, on the CPU).
+        only) onto ``device`` (``"auto"``: CUDA when available), an exported ``.onnx``
+        (:meth:`from_onnx` on ``runtime``, on the CPU) or an ExecuTorch ``.pte`` program (on the CPU).
 
         Raises:
             FileNotFoundError: no such file.
             ValueError: the file is not a detector checkpoint or export, or needs code to unpickle
                 (refused: loading uses ``torch.load(weights_only=True)``); the message says which.
         """
-        if is_onnx_file(path):
+        if is_executorch_file(path) or is_onnx_file(path):
             if str(device) not in ("cpu", "auto"):
-                raise ValueError(f"{path} is an ONNX file: it runs on ONNX Runtime's CPU provider (device={device!r})")
-            return cls.from_onnx(path, **kwargs)
+                raise ValueError(f"{path} is an exported model file: it runs on the CPU (device={device!r})")
+            if is_executorch_file(path):
+                runner, label_map = load_runner(path, **_candidate_limits(_defaults_of_program(path), kwargs))
+                return cls(runner, label_map, **kwargs)
+            return cls.from_onnx(path, runtime=runtime, **kwargs)
         model, label_map = load_checkpoint(path, map_location=resolve_device(device))
         return cls.from_model(model, label_map, fuse=fuse, **kwargs)
 
     @classmethod
     def from_onnx(
-        cls, path: str | PathLike[str], *, num_threads: int | None = None, session_options: Any = None, **kwargs: Any
+        cls, path: str | PathLike[str], *, runtime: str = "onnxruntime", num_threads: int | None = None,
+        session_options: Any = None, **kwargs: Any
     ) -> Predictor:
-        """An exported file (``tools/export.py``'s) on ONNX Runtime's CPU provider; its metadata gives the
-        label map, input size and normalisation. ``num_threads``, ``session_options``: see
-        :func:`detector.deploy.onnx_runtime.create_session`; ``kwargs``: the Predictor's options."""
-        session, info = open_session(path, num_threads=num_threads, session_options=session_options)
+        """An exported file (``tools/export.py``'s) on the CPU with ``runtime`` (``"onnxruntime"`` or
+        ``"openvino"``); its metadata gives the label map, input size and normalisation.
+        ``num_threads``, ``session_options``: see :func:`open_export`; ``kwargs``: the Predictor's options."""
+        session, info = open_export(path, runtime, num_threads, session_options)
         runner = OnnxRunner(session, info, **_candidate_limits(info.postprocess, kwargs))
         return cls(runner, info.label_map, **kwargs)
+
+    @classmethod
+    def load(cls, path: str | PathLike[str], backend: str = "torch", device: str | torch.device = "cpu",
+             **kwargs: Any) -> Predictor:
+        """What the tools' ``--backend`` means (:data:`BACKENDS`): ``"torch"``: :meth:`from_checkpoint`
+        on ``device`` (an ``.onnx`` then runs on ONNX Runtime); ``"onnx"`` (ONNX Runtime) or
+        ``"openvino"``: :meth:`from_onnx` on that runtime, for an exported file only."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        runtime = BACKENDS[backend]
+        if runtime is None:
+            return cls.from_checkpoint(path, device, **kwargs)
+        if not is_onnx_file(path):
+            raise ValueError(f"--backend {backend} runs an exported .onnx file and {path} is not one "
+                             "(export it with tools/export.py)")
+        return cls.from_onnx(path, runtime=runtime, **kwargs)
 
     # --- inference ---------------------------------------------------------------------------
 

@@ -294,7 +294,7 @@ def test_from_checkpoint_loads_an_onnx_file(ckpt: Path, tmp_path: Path) -> None:
         det = p.predict(image)
         assert len(det["scores"]) > 0 and set(det["names"]) <= {"cat", "dog"}
         assert (det["boxes"][:, 2] <= 220).all() and (det["boxes"][:, 3] <= 150).all()
-    with pytest.raises(ValueError, match="ONNX file.*CPU"):
+    with pytest.raises(ValueError, match="exported model file.*CPU"):
         Predictor.from_checkpoint(tmp_path / "m.onnx", device="cuda")
 
 

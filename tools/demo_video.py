@@ -1,7 +1,7 @@
 """Run the detector over a video and write an annotated, browser-playable H.264 MP4.
 
     python tools/demo_video.py --checkpoint CKPT --input VIDEO --output OUT.mp4
-        [--score-threshold 0.4] [--classes car,truck,bus,person] [--backend torch|onnx]
+        [--score-threshold 0.4] [--classes car,truck,bus,person] [--backend torch|onnx|openvino]
         [--track] [--max-frames N] [--device cpu|cuda]
 
 VIDEO is a video file, a folder of still frames (played at --fps), or a webcam index (0, 1...).
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detector.checkpoint import resolve_device
-from detector.inference import Predictor
+from detector.inference import BACKENDS, Predictor
 from detector.video.io import VideoReadError
 from detector.video.pipeline import DetectFn, run_video
 from detector.video.tracking import Tracker
@@ -30,12 +30,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="model checkpoint (or .onnx with --backend onnx)")
+                        help="model checkpoint, zoo:NAME, exported .onnx or ExecuTorch .pte")
     parser.add_argument("--input", required=True, help="video file, folder of frames, or webcam index")
     parser.add_argument("--output", type=Path, required=True, help="annotated MP4 (OUT.json is written beside it)")
     parser.add_argument("--score-threshold", type=float, default=0.4, help="default: %(default)s")
     parser.add_argument("--classes", help="comma-separated class names to keep, e.g. car,truck,bus,person")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--backend", choices=tuple(BACKENDS), default="torch",
+                        help="torch (any model file), onnx (ONNX Runtime) or openvino, for an exported .onnx "
+                             "(default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device for --backend torch: cpu, cuda, cuda:1, auto (default: %(default)s)")
     parser.add_argument("--track", action="store_true", help="give objects stable ids across frames")
     parser.add_argument("--max-age", type=int, default=15, help="frames a lost track is kept (with --track)")
@@ -52,10 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_detect_fn(checkpoint: Path, backend: str, device: str) -> DetectFn:
     """``frame -> {"boxes", "scores", "labels", "names"}`` from :class:`detector.inference.Predictor`."""
     try:
-        if backend == "onnx":
-            predictor = Predictor.from_onnx(checkpoint)
-        else:
-            predictor = Predictor.from_checkpoint(checkpoint, device=resolve_device(device))
+        predictor = Predictor.load(checkpoint, backend, device=resolve_device(device) if backend == "torch" else "cpu")
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         # e.g. a checkpoint that needs code to unpickle (refused), or an ONNX file without our metadata
         raise SystemExit(f"error: {err}") from err

@@ -4,7 +4,11 @@ Run a model over a COCO-format set (writes the detections, then evaluates)::
 
     python tools/eval.py --checkpoint CKPT --images DIR --annotations FILE [--output metrics.json]
         [--detections-out dets.json] [--batch-size N] [--backend pycocotools|faster-coco-eval]
-        [--score-threshold F] [--max-detections N] [--plots DIR]
+        [--backend torch|onnx|openvino] [--score-threshold F] [--max-detections N] [--plots DIR]
+
+``--backend`` names the scorer (pycocotools, the default, or faster-coco-eval) and, for an exported
+``.onnx`` checkpoint, the runtime (``onnx``: ONNX Runtime, the default; ``openvino``); give it twice
+for both, e.g. ``--backend openvino --backend faster-coco-eval``.
 
 Evaluate an existing COCO results file (no model)::
 
@@ -26,11 +30,15 @@ from pathlib import Path
 from detector.evaluation.coco import BACKENDS, CocoEvalRun, print_report, run_coco_eval
 from detector.files import atomic_write_text
 
+# The model backends of the other tools (detector.inference.BACKENDS; not imported here, to keep
+# ``--detections`` free of torch).
+MODEL_BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino")
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="model checkpoint (.ckpt) or exported model (.onnx) to run (needs --images)")
+    source.add_argument("--checkpoint", type=Path, help="model checkpoint (.ckpt), zoo:NAME or exported model (.onnx, .pte) to run (needs --images)")
     source.add_argument("--detections", type=Path, help="existing COCO results JSON to evaluate")
     parser.add_argument("--annotations", type=Path, required=True, help="COCO ground-truth JSON")
     parser.add_argument("--images", type=Path, help="images folder (required with --checkpoint; enables the gallery)")
@@ -40,7 +48,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'...")
-    parser.add_argument("--backend", choices=BACKENDS, default="pycocotools")
+    parser.add_argument("--backend", choices=BACKENDS + MODEL_BACKENDS, action="append", default=[],
+                        help="scorer (pycocotools, default; faster-coco-eval) and/or the runtime of an exported "
+                             ".onnx (onnx = ONNX Runtime, default; openvino); repeat for both")
     parser.add_argument("--score-threshold", type=float, help="keep detections above this score (default: the model's)")
     parser.add_argument("--max-detections", type=int, help="detections per image after NMS (default: the model's)")
     parser.add_argument("--plots", type=Path, help="folder for precision-recall curves and the image gallery")
@@ -52,6 +62,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--detections-out, --score-threshold and --max-detections apply to --checkpoint only")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    scorers = [b for b in args.backend if b in BACKENDS]
+    runtimes = [b for b in args.backend if b in MODEL_BACKENDS]
+    if len(scorers) > 1 or len(runtimes) > 1:
+        parser.error(f"--backend: at most one scorer {BACKENDS} and one runtime {MODEL_BACKENDS}, got {args.backend}")
+    if runtimes and args.checkpoint is None:
+        parser.error(f"--backend {runtimes[0]} runs a model: it applies to --checkpoint only")
+    args.backend = scorers[0] if scorers else "pycocotools"
+    args.runtime = runtimes[0] if runtimes else "torch"
     return args
 
 
@@ -60,11 +78,16 @@ def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
     if args.checkpoint is None:
         return run_coco_eval(args.annotations, args.detections, backend=args.backend), []
     from detector.evaluation.evaluate import evaluate_on_dataset
-    from detector.inference import load_runner
+    from detector.inference import BACKENDS as RUNTIMES
+    from detector.inference import is_onnx_file, load_runner
 
-    # An .onnx runs on ONNX Runtime's CPU provider whatever --device says.
+    if args.runtime != "torch" and not is_onnx_file(args.checkpoint):
+        raise ValueError(f"--backend {args.runtime} runs an exported .onnx file and {args.checkpoint} is not one "
+                         "(export it with tools/export.py)")
+    # An .onnx runs on the CPU whatever --device says (ONNX Runtime unless --backend openvino).
     runner, label_map = load_runner(args.checkpoint, args.device, score_threshold=args.score_threshold,
-                                    max_detections=args.max_detections)
+                                    max_detections=args.max_detections,
+                                    runtime=RUNTIMES[args.runtime] or "onnxruntime")
     run, results = evaluate_on_dataset(runner, label_map, args.images, args.annotations, batch_size=args.batch_size,
                                        num_workers=args.num_workers, backend=args.backend)
     dets_path = args.detections_out or args.output.with_name("detections.json")
@@ -96,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     written.insert(0, f"metrics -> {args.output}")
     if args.plots is not None:
         written.extend(plot(run, args))
-    print(f"\nAP {run.metrics['AP']:.4f}  AP50 {run.metrics['AP50']:.4f} ({args.backend}); wrote:")
+    model = "" if args.checkpoint is None else f", model on {args.runtime}"
+    print(f"\nAP {run.metrics['AP']:.4f}  AP50 {run.metrics['AP50']:.4f} ({args.backend}{model}); wrote:")
     for line in written:
         print(f"  {line}")
     return 0

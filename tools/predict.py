@@ -1,7 +1,7 @@
 """Run the detector over photos: draw the detections and write them as COCO results.
 
     python tools/predict.py --checkpoint CKPT --input PATH --output DIR
-        [--score-threshold 0.4] [--classes NAME,NAME] [--backend torch|onnx]
+        [--score-threshold 0.4] [--classes NAME,NAME] [--backend torch|onnx|openvino]
         [--batch-size N] [--device cpu|cuda|auto]
 
 PATH is an image file, a folder (searched recursively for images) or a glob pattern (quote it:
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from detector.data.io import ImageReadError, list_images, load_image
 from detector.evaluation.coco import predictions_to_results
 from detector.files import atomic_write, atomic_write_text
-from detector.inference import Predictor
+from detector.inference import BACKENDS, Predictor
 from detector.pretrain import is_classifier_checkpoint, predict_images
 from detector.video.draw import draw_detections
 
@@ -37,13 +37,14 @@ from detector.video.draw import draw_detections
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint or exported .onnx")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint, zoo:NAME, exported .onnx or ExecuTorch .pte")
     parser.add_argument("--input", required=True, help="image file, folder or glob pattern")
     parser.add_argument("--output", type=Path, required=True, help="folder for drawn images and detections.json")
     parser.add_argument("--score-threshold", type=float, default=0.4, help="default: %(default)s")
     parser.add_argument("--classes", help="comma-separated class names to keep")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                        help="onnx: run the file with ONNX Runtime (an .onnx file is run so in any case)")
+    parser.add_argument("--backend", choices=tuple(BACKENDS), default="torch",
+                        help="onnx: run an exported .onnx with ONNX Runtime (what torch does with one too); "
+                             "openvino: with OpenVINO (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device for --backend torch: cpu, cuda, auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -96,9 +97,7 @@ def coco_results(det: dict[str, Any], image_id: int, file_name: str) -> list[dic
 def load_predictor(args: argparse.Namespace) -> Predictor:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     options = {"score_threshold": args.score_threshold, "classes": classes}
-    if args.backend == "onnx":
-        return Predictor.from_onnx(args.checkpoint, **options)
-    return Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
+    return Predictor.load(args.checkpoint, args.backend, device=args.device, **options)
 
 
 def predict_all(predictor: Predictor, inputs: list[tuple[Path, str]], args: argparse.Namespace) -> tuple[list, list, list]:

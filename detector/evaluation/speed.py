@@ -263,18 +263,26 @@ def network_tasks(bench: Bench) -> Tasks:
     }
 
 
+# The exported files' paths, each timed as core and whole: ONNX Runtime and OpenVINO on the same
+# fp32 and int8 (QDQ) files.
+EXPORTED_PATHS = ("onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8")
+# Reported only when timed (benchmarks/latency.py --executorch).
+OPTIONAL_PATHS = ("executorch_fp32", "executorch_int8")
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
 def figures(stats: dict[str, dict[str, float]]) -> dict[str, Any]:
     """The report's ``latency_ms``, ``ratios``, ``core_ratios`` and ``stages_ms`` from the timings."""
+    optional = [name for name in OPTIONAL_PATHS if f"{name}.whole" in stats]
     latency = {name: ({"core": stats[f"{name}.core"], "whole": stats[f"{name}.whole"]}
                       if f"{name}.whole" in stats else None)
-               for name in ("ours_eager", "onnx_fp32", "onnx_int8", "torchvision_eager")}
+               for name in ("ours_eager", *EXPORTED_PATHS, *optional, "torchvision_eager")}
     median = {(name, part): latency[name][part]["median"] if latency[name] else None
               for name in latency for part in ("core", "whole")}
-    ours = {"eager": "ours_eager", "onnx_fp32": "onnx_fp32", "onnx_int8": "onnx_int8"}
+    ours = {"eager": "ours_eager", **{name: name for name in (*EXPORTED_PATHS, *optional)}}
     stages = {
         "ours_eager": {"preprocess": stats["stages.ours.preprocess"]["median"],
                        "network": median["ours_eager", "core"],
@@ -285,9 +293,13 @@ def figures(stats: dict[str, dict[str, float]]) -> dict[str, Any]:
                               "postprocess": stats["postprocess.torchvision"]["median"],
                               "whole": median["torchvision_eager", "whole"]},
     }
+    # OpenVINO against ONNX Runtime on the same file.
+    versus_ort = {f"openvino_{q}": {part: ratio(median[f"openvino_{q}", part], median[f"onnx_{q}", part])
+                                    for part in ("core", "whole")} for q in ("fp32", "int8")}
     return {
         "latency_ms": latency,
         "stages_ms": stages,
         "core_ratios": {k: ratio(median[v, "core"], median["torchvision_eager", "core"]) for k, v in ours.items()},
         "ratios": {k: ratio(median[v, "whole"], median["torchvision_eager", "whole"]) for k, v in ours.items()},
+        "openvino_vs_onnxruntime": versus_ort,
     }

@@ -1,6 +1,7 @@
 """SSDLite prediction heads: depthwise 3x3 + BN + ReLU6, then a 1x1 conv, per level."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 
@@ -25,9 +26,15 @@ class SSDLiteHead(nn.Module):
 
     Outputs are flattened level by level in (row, column, anchor) order, matching
     :class:`detector.modeling.anchors.DefaultBoxGenerator`.
+
+    ``class_prior``: for sigmoid-scored training (focal, varifocal, quality focal), the foreground
+    biases of the class convs start at ``-log((1 - p) / p)`` so every score starts near ``p``
+    (RetinaNet's prior, 0.01) instead of 0.5, which would make the first steps' loss over tens of
+    thousands of background anchors swamp everything else. ``None``: zero biases (softmax).
     """
 
-    def __init__(self, in_channels: Sequence[int], num_anchors: Sequence[int], num_classes: int) -> None:
+    def __init__(self, in_channels: Sequence[int], num_anchors: Sequence[int], num_classes: int,
+                 class_prior: float | None = None) -> None:
         super().__init__()
         if len(in_channels) != len(num_anchors):
             raise ValueError("one anchor count per level is needed")
@@ -39,6 +46,12 @@ class SSDLiteHead(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=0.03)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        if class_prior is not None:
+            if not 0.0 < class_prior < 1.0:
+                raise ValueError(f"class_prior must be in (0, 1), got {class_prior}")
+            with torch.no_grad():
+                for head, anchors in zip(self.cls_heads, num_anchors):
+                    head[-1].bias.view(anchors, num_classes)[:, 1:] = -math.log((1 - class_prior) / class_prior)
 
     @staticmethod
     def _flatten(x: Tensor, width: int) -> Tensor:

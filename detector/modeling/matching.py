@@ -1,4 +1,5 @@
-"""Anchor-to-ground-truth matching for SSD."""
+"""Anchor-to-ground-truth matching for SSD (max IoU). ATSS, the other assigner, is in
+:mod:`detector.modeling.atss`; both are called as ``matcher(gt_boxes, anchors, anchor_levels)``."""
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,11 @@ class SSDMatcher:
     def __init__(self, iou_threshold: float = 0.5) -> None:
         self.iou_threshold = iou_threshold
 
-    def __call__(self, gt_boxes: Tensor, anchors: Tensor) -> Tensor:
+    def __call__(self, gt_boxes: Tensor, anchors: Tensor, anchor_levels: Tensor | None = None) -> Tensor:
         """Match ``gt_boxes`` (``[G, 4]`` xyxy) to ``anchors`` (``[A, 4]`` xyxy, same frame).
+
+        ``anchor_levels`` (``[A]``) is unused: IoU matching ignores the pyramid; it is accepted so that
+        every matcher is called alike (:class:`detector.modeling.atss.ATSSMatcher` needs it).
 
         Returns:
             Tensor[A] (int64): ground-truth index per anchor, -1 for background.

@@ -10,6 +10,10 @@ from torchvision.ops import batched_nms
 
 from detector.modeling.boxes import BoxCoder, scale_boxes_to_image
 
+# The classification losses that train per-class sigmoid scores; the others ("softmax") score by a
+# softmax over background and classes.
+SIGMOID_CLASSIFICATIONS = ("focal", "varifocal", "quality_focal")
+
 
 class PostProcessor:
     """Turns raw head outputs into final detections per image.
@@ -34,6 +38,11 @@ class PostProcessor:
     The result equals torchvision's ``SSD.postprocess_detections`` + ``transform.postprocess`` with
     the same settings (tests compare against a per-image, per-class loop). Fewer, larger tensor ops
     are the point: at a few hundred candidates the cost is per-op overhead, not arithmetic.
+
+    ``classification`` names the loss the model was trained with: ``"softmax"`` gives softmax scores,
+    every name of ``SIGMOID_CLASSIFICATIONS`` (``"focal"``, ``"varifocal"``, ``"quality_focal"``)
+    sigmoid scores, and is kept as ``"focal"``: decoding differs only by the scoring, and ``"focal"``
+    is the sigmoid name the ONNX NMS graph and exported metadata already know.
     """
 
     def __init__(
@@ -54,7 +63,7 @@ class PostProcessor:
         self.nms_threshold = nms_threshold
         self.topk_candidates = topk_candidates
         self.max_detections = max_detections
-        self.classification = classification
+        self.classification = "focal" if classification in SIGMOID_CLASSIFICATIONS else classification
         self.topk_per = topk_per
         self.min_box_size = min_box_size
 

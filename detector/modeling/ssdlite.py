@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 from detector.modeling.anchors import DefaultBoxGenerator
+from detector.modeling.atss import ATSSMatcher
 from detector.modeling.backbone import BN_EPS, build_backbone, load_backbone_weights
 from detector.modeling.boxes import BoxCoder
 from detector.modeling.heads import SSDLiteHead
@@ -78,8 +79,14 @@ DEFAULTS: dict[str, Any] = {
     "clip_anchors": False,  # torchvision clips default box sizes to the image
     "anchor_scales": None,  # explicit per-level scales (num_levels + 1), as mmdetection's min/max sizes
     "anchor_steps": None,  # anchor centres on a grid of these pixel strides (mmdetection)
-    "classification": "softmax",  # or "focal"
-    "iou_threshold": 0.5,
+    # Training recipe. Later options (issue #22) default to SSD's own, so configs without them
+    # (older checkpoints, ONNX metadata) build the same model and loss.
+    "classification": "softmax",  # or sigmoid scores: "focal", "varifocal", "quality_focal"
+    "iou_threshold": 0.5,  # the "iou" assigner's
+    "assigner": "iou",  # or "atss" (adaptive per-box IoU threshold over per-level candidates)
+    "atss_topk": 9,  # ATSS candidates per level per box
+    "box_loss": "smooth_l1",  # or "giou", "ciou", "smooth_l1+giou"
+    "box_loss_weight": 2.0,  # the IoU term's weight (mmdetection's ATSS and GFL weigh GIoU 2.0)
     "neg_pos_ratio": 3.0,
     "score_threshold": 0.01,
     "nms_threshold": 0.55,
@@ -93,6 +100,7 @@ DEFAULTS: dict[str, Any] = {
 
 # SSD's box coding weights (wx, wy, ww, wh): fixed by the recipe, not an option.
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+SIGMOID_PRIOR = 0.01  # initial foreground score of sigmoid-scored models (RetinaNet's prior probability)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -153,7 +161,9 @@ class SSDLite(nn.Module):
             maps = self.neck(self.backbone(torch.zeros(1, 3, *self.image_size)))
         in_channels = [m.shape[1] for m in maps]
         self.feature_sizes = [tuple(m.shape[-2:]) for m in maps]
-        self.head = SSDLiteHead(in_channels, anchor_generator.num_anchors_per_location(), num_classes)
+        # Sigmoid-scored models start every score at RetinaNet's prior (see SSDLiteHead).
+        class_prior = SIGMOID_PRIOR if post_processor.classification == "focal" else None
+        self.head = SSDLiteHead(in_channels, anchor_generator.num_anchors_per_location(), num_classes, class_prior)
         self.register_buffer("anchors", anchor_generator(self.feature_sizes, self.image_size), persistent=False)
         self.register_buffer("anchor_levels", anchor_generator.levels(self.feature_sizes), persistent=False)
         with torch.no_grad():
@@ -169,7 +179,8 @@ class SSDLite(nn.Module):
     def compute_loss(self, images: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Training loss. ``targets``: per image ``boxes [N, 4]`` xyxy input pixels, ``labels [N]``."""
         cls_logits, bbox_regression = self(images)
-        return self.criterion(cls_logits, bbox_regression, self.anchors, targets)
+        return self.criterion(cls_logits, bbox_regression, self.anchors, targets,
+                              anchor_levels=self.anchor_levels)
 
     def postprocess(
         self, cls_logits: Tensor, bbox_regression: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
@@ -227,6 +238,16 @@ def build_anchor_generator(config: dict[str, Any]) -> DefaultBoxGenerator:
     )
 
 
+def build_matcher(config: dict[str, Any]) -> SSDMatcher | ATSSMatcher:
+    """The anchor assigner of a recipe: ``assigner`` ``"iou"`` (SSD's, at ``iou_threshold``) or
+    ``"atss"`` (``atss_topk`` candidates per level)."""
+    if config["assigner"] == "iou":
+        return SSDMatcher(config["iou_threshold"])
+    if config["assigner"] == "atss":
+        return ATSSMatcher(topk=config["atss_topk"])
+    raise ValueError(f"assigner must be 'iou' or 'atss', got {config['assigner']!r}")
+
+
 def build_post_processor(config: dict[str, Any]) -> PostProcessor:
     """The decoding and NMS of a recipe (a ``model.config``; missing keys take ``DEFAULTS``)."""
     config = resolve_config(config)
@@ -250,7 +271,12 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
             config dict (as saved in ``model.config``).
         **overrides: any key of ``DEFAULTS``, e.g. ``num_classes`` (background included),
             ``width_mult``, ``neck`` (``"ssdlite"`` | ``"fpn"``), ``image_size``,
-            ``pretrained_backbone`` (``"none"`` | ``"imagenet"`` | path to a state dict).
+            ``pretrained_backbone`` (``"none"`` | ``"imagenet"`` | path to a state dict); the
+            training recipe: ``classification`` (``"softmax"`` | ``"focal"`` | ``"varifocal"`` |
+            ``"quality_focal"``), ``assigner`` (``"iou"`` at ``iou_threshold`` | ``"atss"`` with
+            ``atss_topk``), ``box_loss`` (``"smooth_l1"`` | ``"giou"`` | ``"ciou"`` |
+            ``"smooth_l1+giou"``, the IoU term weighted ``box_loss_weight``); see
+            :class:`detector.modeling.loss.MultiBoxLoss`.
 
     Example::
 
@@ -269,9 +295,11 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
     box_coder = BoxCoder(BOX_CODER_WEIGHTS)
     criterion = MultiBoxLoss(
         box_coder,
-        SSDMatcher(config["iou_threshold"]),
+        build_matcher(config),
         classification=config["classification"],
         neg_pos_ratio=config["neg_pos_ratio"],
+        box_loss=config["box_loss"],
+        box_loss_weight=config["box_loss_weight"],
     )
     post_processor = build_post_processor(config)
     return SSDLite(

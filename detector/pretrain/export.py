@@ -1,4 +1,4 @@
-"""Export a classifier checkpoint to ONNX: normalised images in, logits out, labels in the metadata.
+"""Export a classifier checkpoint to ONNX or ExecuTorch: normalised images in, logits out, labels in the metadata.
 
 The ONNX graph has one input ``images`` ``float32[B, 3, S, S]`` (normalised with the metadata's
 ``mean`` / ``std`` after scaling pixels to 0..1) and one output ``logits`` ``float32[B, C]``
@@ -7,19 +7,29 @@ The ONNX graph has one input ``images`` ``float32[B, 3, S, S]`` (normalised with
 (:func:`detector.deploy.metadata.classifier_metadata`: ``task``, ``class_names``, ``image_size``,
 ``mean``, ``std``, ``num_classes``, ``width_mult``; read back with
 :func:`detector.deploy.metadata.read_classifier_metadata`).
+
+The ExecuTorch program (:func:`export_classifier_executorch`, XNNPACK, fp32 or int8) is written by the
+detector's own program export (:func:`detector.deploy.executorch_export.export_program`): method
+``forward``, input ``float32[1, 3, S, S]``, output ``logits [1, C]``, and a sidecar ``<program>.json``
+holding the same classifier metadata plus ``runtime``, ``int8`` (and ``quantization``), ``outputs``.
+int8 calibration images are pre-processed as :class:`detector.pretrain.predict.ClassifierPredictor`
+does at inference (shorter side to ``S / 0.875``, centre crop, normalisation).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
 import torch
 
+from detector.deploy.executorch_export import ProgramResult, calibration_files, export_program
 from detector.deploy.metadata import classifier_metadata
 from detector.deploy.onnx_export import DEFAULT_OPSET, export_graph
 from detector.pretrain.model import load_classifier
+from detector.pretrain.predict import ClassifierPredictor
 
-__all__ = ["export_classifier_onnx"]
+__all__ = ["export_classifier_executorch", "export_classifier_onnx"]
 
 
 def export_classifier_onnx(
@@ -47,3 +57,41 @@ def export_classifier_onnx(
     metadata = classifier_metadata(meta["class_names"], size, meta["mean"], meta["std"], meta["config"]["width_mult"])
     return export_graph(model, torch.zeros(1, 3, size, size), output, output_names=["logits"], metadata=metadata,
                         opset=opset, dynamic_batch=dynamic_batch)
+
+
+def export_classifier_executorch(
+    checkpoint: str | PathLike[str],
+    output: str | PathLike[str],
+    image_size: int | None = None,
+    int8: bool = False,
+    calibration_images: str | PathLike[str] | Sequence[str | PathLike[str]] | None = None,
+    calibration_count: int | None = 100,
+) -> ProgramResult:
+    """Write ``checkpoint``'s classifier (its EMA weights when it has them) as an ExecuTorch program.
+
+    Args:
+        checkpoint: a classifier checkpoint, loaded as data only.
+        output: the ``.pte`` to write (atomically; folders are created); its sidecar goes beside it
+            (:func:`detector.deploy.executorch_export.sidecar_path`).
+        image_size: the square input side; by default the one the classifier was trained at.
+        int8: quantize (PT2E, XNNPACK quantizer, per-channel weights), calibrated on ``calibration_images``.
+        calibration_images: a folder (searched recursively) or a list of image files.
+        calibration_count: calibrate on this many of them (``None``: all).
+
+    Returns:
+        What was written (``path``, ``sidecar``, ``size_bytes``, ``max_abs_diff`` against PyTorch, ...).
+    """
+    if int8 and calibration_images is None:
+        raise ValueError("int8 export needs calibration images")
+    model, meta = load_classifier(checkpoint)
+    size = int(image_size or meta["image_size"])
+    metadata = classifier_metadata(meta["class_names"], size, meta["mean"], meta["std"], meta["config"]["width_mult"])
+    metadata["outputs"] = ["logits"]
+    calibration = None
+    if int8:
+        assert calibration_images is not None
+        predictor = ClassifierPredictor(model, meta["class_names"], size, meta["mean"], meta["std"])
+        files = calibration_files(calibration_images, calibration_count)
+        calibration = (predictor.preprocess([path]) for path in files)
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return export_program(model, example, output, metadata, calibration=calibration)

@@ -37,7 +37,7 @@ class DetectorModule(TrainingModule):
 
     Args:
         preset: model recipe name (see ``detector.PRESETS``).
-        width_mult, neck, pretrained_backbone, classification: model options (see ``build_model``).
+        width_mult, neck, pretrained_backbone: model options (see ``build_model``).
         image_size: network input side, or ``[height, width]``; linked from ``--data.image_size``.
         label_map: ``{"category_ids": [...], "names": [...]}``; linked from the training annotations,
             it sets the number of classes. Never set by hand.
@@ -52,7 +52,24 @@ class DetectorModule(TrainingModule):
             on the CPU here; measure on your hardware).
         min_scale, max_scale, reduce_boxes_in_lowest_layer: default boxes (see
             ``detector.modeling.anchors.DefaultBoxGenerator``); unset keeps the preset's (TF SSDLite's).
-        iou_threshold: anchor-to-box IoU from which an anchor is a positive (unset: the preset's 0.5).
+        iou_threshold: anchor-to-box IoU from which an anchor is a positive (unset: the preset's 0.5),
+            with ``assigner: iou``.
+
+    Training-recipe options (issue #22; each off by default, so a config without them trains exactly
+    as before; see ``detector.modeling.loss.MultiBoxLoss``):
+
+        classification: the class loss and so the scores: ``softmax`` (cross-entropy, 3:1 hard-negative
+            mining; softmax scores) or, with sigmoid scores, ``focal`` (sigmoid focal loss),
+            ``varifocal`` (VarifocalNet: target the IoU of a positive's decoded box, positives weighted
+            by it, negatives by 0.75 p^2) or ``quality_focal`` (GFL: ``|IoU - p|^2`` x BCE to the IoU).
+            Inference cost is the same for every sigmoid loss (they decode as ``focal``).
+        assigner: ``iou`` (SSD: IoU >= ``iou_threshold``, plus each box's best anchor) or ``atss``
+            (ATSS: per box, the ``atss_topk`` anchors nearest its centre on each level, positive from
+            the mean + std of their IoUs, centre inside the box; ``detector.modeling.atss``).
+        atss_topk: ATSS candidates per level per box (unset: 9, the paper's).
+        box_loss: ``smooth_l1`` (on encoded offsets, SSD's), ``giou`` or ``ciou`` (on decoded boxes,
+            torchvision's IoU losses) or ``smooth_l1+giou``.
+        box_loss_weight: weight of the IoU box term (unset: 2.0, as mmdetection's ATSS and GFL).
     """
 
     def __init__(
@@ -78,6 +95,10 @@ class DetectorModule(TrainingModule):
         max_scale: float | None = None,
         reduce_boxes_in_lowest_layer: bool | None = None,
         iou_threshold: float | None = None,
+        assigner: str = "iou",
+        atss_topk: int | None = None,
+        box_loss: str = "smooth_l1",
+        box_loss_weight: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -96,6 +117,10 @@ class DetectorModule(TrainingModule):
             max_scale=max_scale,
             reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
             iou_threshold=iou_threshold,
+            assigner=assigner,
+            atss_topk=atss_topk,
+            box_loss=box_loss,
+            box_loss_weight=box_loss_weight,
         )
         if init_checkpoint:
             loaded, skipped = load_matching_weights(self.model, init_checkpoint)
@@ -144,7 +169,8 @@ class DetectorModule(TrainingModule):
         images, targets = batch
         model = self.eval_model
         cls_logits, bbox_regression = model(self._layout(images))
-        losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets)
+        losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets,
+                                 anchor_levels=model.anchor_levels)
         self.log("val/loss", losses["loss"], sync_dist=True, batch_size=images.shape[0])
         # The step tools/eval.py runs too, on the outputs the loss already computed.
         evaluation_step(self.evaluator, lambda _, sizes: model.postprocess(cls_logits, bbox_regression, sizes),

@@ -38,8 +38,8 @@ from detector.data.coco import CocoDetection
 from detector.evaluation.coco import CocoEvaluator
 from detector.labels import LabelMap
 
-__all__ = ["IMAGE_SIZE", "StepClock", "StepClockCallback", "TorchvisionSSDLite", "V2Transform", "reference_loader",
-           "reference_lr", "reference_model"]
+__all__ = ["IMAGE_SIZE", "StepClock", "StepClockCallback", "TorchvisionSSDLite", "V2Transform", "input_hw",
+           "reference_loader", "reference_lr", "reference_model"]
 
 # torchvision's published SSDLite recipe (references/detection/README.md): 8 GPUs x 24 images, lr 0.15.
 REFERENCE_LR = 0.15
@@ -51,14 +51,23 @@ MAX_WARMUP_STEPS = 1000
 IMAGE_SIZE = 320  # ssdlite320's model.transform resizes every image to 320x320
 
 
-def reference_model(num_classes: int, image_size: int = IMAGE_SIZE, **kwargs: Any) -> SSD:
+def input_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``320`` or ``(H, W)`` -> ``(H, W)``."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = (int(v) for v in image_size)
+    return height, width
+
+
+def reference_model(num_classes: int, image_size: int | Sequence[int] = IMAGE_SIZE, **kwargs: Any) -> SSD:
     """``ssdlite320_mobilenet_v3_large`` with random weights (no download), ``num_classes`` with the
-    background, resizing its inputs to ``image_size`` square; ``kwargs`` go to the builder
-    (``score_thresh``, ``nms_thresh``, ``detections_per_img``, ``topk_candidates``)."""
+    background, resizing its inputs to ``image_size`` (``320`` square or ``(H, W)``); ``kwargs`` go to
+    the builder (``score_thresh``, ``nms_thresh``, ``detections_per_img``, ``topk_candidates``)."""
     model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
-    model.transform.min_size = (image_size,)
-    model.transform.max_size = image_size
-    model.transform.fixed_size = (image_size, image_size)
+    height, width = input_hw(image_size)
+    model.transform.min_size = (min(height, width),)
+    model.transform.max_size = max(height, width)
+    model.transform.fixed_size = (width, height)  # torchvision's fixed_size is (W, H)
     return model
 
 
@@ -148,16 +157,18 @@ class TorchvisionSSDLite(pl.LightningModule):
         lr: peak learning rate (the recipe's: :func:`reference_lr` of the batch size).
         warmup_steps: linear warmup from ``WARMUP_FACTOR * lr`` (the reference: at most 1000 steps
             of the first epoch).
+        image_size: the model's input, ``320`` (its own) or ``(H, W)``.
 
     Validation scores every image of the val loader's annotations with pycocotools; the metrics
     dict of the last validation is ``self.metrics``.
     """
 
-    def __init__(self, label_map: dict[str, list], total_steps: int, lr: float, warmup_steps: int) -> None:
+    def __init__(self, label_map: dict[str, list], total_steps: int, lr: float, warmup_steps: int,
+                 image_size: int | Sequence[int] = IMAGE_SIZE) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.label_map = LabelMap.from_dict(label_map)
-        self.model = reference_model(self.label_map.num_classes)
+        self.model = reference_model(self.label_map.num_classes, image_size)
         self.evaluator: CocoEvaluator | None = None
         self.metrics: dict[str, Any] | None = None
 
@@ -204,7 +215,8 @@ class TorchvisionSSDLite(pl.LightningModule):
             "model": "ssdlite320_mobilenet_v3_large",
             "weights": None,
             "weights_backbone": None,
-            "image_size": IMAGE_SIZE,
+            "image_size": self.hparams.image_size if isinstance(self.hparams.image_size, int)
+            else list(input_hw(self.hparams.image_size)),
             "augment": "RandomIoUCrop + RandomHorizontalFlip(0.5) (transforms.v2, SanitizeBoundingBoxes)",
             "optimizer": "sgd",
             "lr": float(self.hparams.lr),

@@ -37,7 +37,7 @@ def _summary(s: dict) -> None:
 def test_top_level_keys(result: dict) -> None:
     assert set(result) >= {"date", "command", "machine", "settings", "models", "latency_ms", "postprocess_ms",
                            "stages_ms", "ratios", "postprocess_speedup"}
-    assert set(result["ratios"]) == {"eager", "onnx_fp32", "onnx_int8"}
+    assert set(result["ratios"]) == {"eager", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8"}
     assert result["settings"]["threads"] == 1 and result["settings"]["batch"] == 1
     assert result["settings"]["image_size"] == 128
     assert result["machine"]["cores"] >= 1
@@ -53,7 +53,8 @@ def test_latencies_and_ratios_consistent(result: dict) -> None:
     latency = result["latency_ms"]
     assert latency["ours_eager"] is not None and latency["torchvision_eager"] is not None
     reference = latency["torchvision_eager"]["whole"]["median"]
-    for key, path in (("eager", "ours_eager"), ("onnx_fp32", "onnx_fp32"), ("onnx_int8", "onnx_int8")):
+    for key, path in (("eager", "ours_eager"), ("onnx_fp32", "onnx_fp32"), ("onnx_int8", "onnx_int8"),
+                      ("openvino_fp32", "openvino_fp32"), ("openvino_int8", "openvino_int8")):
         if latency[path] is None:
             assert result["ratios"][key] is None
             continue
@@ -61,6 +62,18 @@ def test_latencies_and_ratios_consistent(result: dict) -> None:
         _summary(latency[path]["whole"])
         assert result["ratios"][key] == pytest.approx(latency[path]["whole"]["median"] / reference)
     _summary(latency["torchvision_eager"]["core"])
+
+
+def test_openvino_against_onnxruntime_on_the_same_files(result: dict) -> None:
+    latency, versus = result["latency_ms"], result["openvino_vs_onnxruntime"]
+    assert result["machine"]["openvino"]
+    for quant in ("fp32", "int8"):
+        ov, ort = latency[f"openvino_{quant}"], latency[f"onnx_{quant}"]
+        if ov is None or ort is None:
+            assert versus[f"openvino_{quant}"]["whole"] is None
+            continue
+        for part in ("core", "whole"):
+            assert versus[f"openvino_{quant}"][part] == pytest.approx(ov[part]["median"] / ort[part]["median"])
 
 
 def test_postprocess_speedup(result: dict) -> None:

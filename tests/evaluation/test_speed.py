@@ -63,3 +63,29 @@ def test_calibration_reaches_the_target_and_moves_only_the_background_bias() -> 
     shifted = class_convs(model)[0].bias.detach() - before
     assert torch.allclose(shifted[0::3], torch.full((2,), result["background_bias_shift"]))
     assert torch.count_nonzero(shifted[1::3]) == 0 and torch.count_nonzero(shifted[2::3]) == 0
+
+
+def test_figures_ratios_by_hand_with_and_without_the_optional_paths() -> None:
+    """Whole-path ratios to torchvision, OpenVINO over ONNX Runtime on the same file, and ExecuTorch
+    reported only when it was timed."""
+    from detector.evaluation.speed import figures
+
+    def s(ms: float) -> dict:
+        return {"median": ms, "p90": ms, "min": ms, "n": 1}
+
+    medians = {"ours_eager": (50, 55), "onnx_fp32": (15, 18), "onnx_int8": (8, 10), "openvino_fp32": (12, 15),
+               "openvino_int8": (6, 8), "torchvision_eager": (90, 100)}
+    stats = {f"{name}.{part}": s(v) for name, (core, whole) in medians.items()
+             for part, v in (("core", core), ("whole", whole))}
+    stats.update({"stages.ours.preprocess": s(0.7), "stages.ours.postprocess_network_pixels": s(1.5),
+                  "stages.torchvision.to_tensor_and_transform": s(3.0), "postprocess.torchvision": s(6.0)})
+    result = figures(stats)
+    assert "executorch_int8" not in result["latency_ms"] and "executorch_int8" not in result["ratios"]
+    assert result["ratios"]["openvino_int8"] == pytest.approx(8 / 100)
+    assert result["core_ratios"]["onnx_fp32"] == pytest.approx(15 / 90)
+    assert result["openvino_vs_onnxruntime"]["openvino_int8"] == {"core": pytest.approx(6 / 8),
+                                                                 "whole": pytest.approx(8 / 10)}
+    stats.update({"executorch_int8.core": s(5), "executorch_int8.whole": s(7)})
+    result = figures(stats)
+    assert result["ratios"]["executorch_int8"] == pytest.approx(7 / 100)
+    assert result["latency_ms"]["executorch_int8"]["core"]["median"] == 5
