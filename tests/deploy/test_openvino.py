@@ -129,7 +129,7 @@ def test_predictor_and_load_runner_select_openvino(exported, tmp_path):
     checkpoint = tmp_path / "model.ckpt"
     from detector import save_checkpoint
 
-    save_checkpoint(trained(), LABELS, checkpoint)
+    save_checkpoint(checkpoint, trained(), LABELS)
     with pytest.raises(ValueError, match="is not one"):
         Predictor.load(checkpoint, "openvino")
     with pytest.raises(FileNotFoundError, match="not found"):
