@@ -5,13 +5,14 @@ import contextlib
 import copy
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -337,7 +338,15 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 def test_two_process_ddp_equals_one_process(tmp_path):
     world = 2
     init_file = str(tmp_path / "dist_init")  # must not exist yet: the file store creates it
-    mp.spawn(_ddp_worker, args=(world, init_file, str(tmp_path)), nprocs=world, join=True)
+    # The two ranks are started from a fresh interpreter: multiprocessing forks its parent before it
+    # execs, and a pytest process that has loaded other runtimes' thread pools (OpenVINO, ExecuTorch)
+    # was seen to crash in that fork (subprocess's vfork path does not run the fork handlers).
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+              "import torch.multiprocessing as mp; from test_coco import _ddp_worker; "
+              f"mp.spawn(_ddp_worker, args=({world}, {init_file!r}, {str(tmp_path)!r}), nprocs={world}, join=True)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
     assert set(ranks[0]["share"]) & set(ranks[1]["share"]), "the shares should overlap, as sampler padding does"
 
