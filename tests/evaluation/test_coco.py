@@ -338,9 +338,8 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 def test_two_process_ddp_equals_one_process(tmp_path):
     world = 2
     init_file = str(tmp_path / "dist_init")  # must not exist yet: the file store creates it
-    # The two ranks are started from a fresh interpreter: multiprocessing forks its parent before it
-    # execs, and a pytest process that has loaded other runtimes' thread pools (OpenVINO, ExecuTorch)
-    # was seen to crash in that fork (subprocess's vfork path does not run the fork handlers).
+    # The two ranks are started from a fresh interpreter, not from the pytest process, so they inherit
+    # nothing of the state earlier tests left in it (runtimes' thread pools, handlers).
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
               "import torch.multiprocessing as mp; from test_coco import _ddp_worker; "
               f"mp.spawn(_ddp_worker, args=({world}, {init_file!r}, {str(tmp_path)!r}), nprocs={world}, join=True)")
