@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as benchmarks/latency.py, for the PyTorch export
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -133,7 +134,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--width-mult", type=float, default=1.0, help=argparse.SUPPRESS)  # quick runs (tests)
     parser.add_argument("--num-classes", type=int, default=91, help=argparse.SUPPRESS)
-    argv = list(argv if argv is not None else __import__("sys").argv[1:])
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
     return args

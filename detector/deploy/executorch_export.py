@@ -67,7 +67,7 @@ from torchvision.ops import box_convert
 from detector.checkpoint import load_checkpoint
 from detector.deploy.metadata import INPUT_NAME, OnnxModelInfo, detector_info
 from detector.deploy.onnx_export import resize_model
-from detector.deploy.quantize import ImageCalibrationReader, find_calibration_images
+from detector.deploy.quantize import ImageCalibrationReader, calibration_files
 from detector.files import atomic_write, atomic_write_text
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite
@@ -78,7 +78,6 @@ __all__ = [
     "ExecuTorchExportResult",
     "ProgramResult",
     "anchors_cxcywh",
-    "calibration_files",
     "export_checkpoint_executorch",
     "export_executorch",
     "export_program",
@@ -313,19 +312,6 @@ def anchors_cxcywh(info: OnnxModelInfo) -> list[list[float]]:
     1e-4 px: what an app decodes ``bbox_regression`` against (Python rebuilds them from the recipe)."""
     boxes = box_convert(info.anchors(), "xyxy", "cxcywh")
     return [[round(v, 4) for v in row] for row in boxes.tolist()]
-
-
-def calibration_files(
-    calibration_images: str | PathLike[str] | Sequence[str | PathLike[str]], count: int | None = 100
-) -> list[Path]:
-    """A folder's images (:func:`detector.deploy.quantize.find_calibration_images`: ``count`` spread over
-    the sorted list) or the first ``count`` files of a list (``None``: all)."""
-    if isinstance(calibration_images, (str, PathLike)):
-        return find_calibration_images(calibration_images, count)
-    files = [Path(p) for p in calibration_images][: count or None]
-    if not files:
-        raise ValueError("no calibration images")
-    return files
 
 
 def export_executorch(

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from detector.deploy.executorch_export import read_detector_sidecar
 from detector.deploy.metadata import OnnxModelInfo
+from detector.deploy.onnx_runtime import ExportedRunner
 
 __all__ = ["ExecuTorchRunner", "load_executorch_runner", "load_program_method"]
 
@@ -57,7 +58,7 @@ def load_program_method(path: str | PathLike[str], method: str = "forward") -> A
     return program.load_method(method)
 
 
-class ExecuTorchRunner:
+class ExecuTorchRunner(ExportedRunner):
     """The ExecuTorch backend, following :mod:`detector.inference`'s runner contract (``device`` is
     always the CPU: inputs on another device are copied).
 
@@ -84,29 +85,10 @@ class ExecuTorchRunner:
         if shape != expected or meta.num_outputs() != len(info.outputs):
             raise ValueError(f"the program takes {list(shape)} and returns {meta.num_outputs()} outputs; its metadata "
                              f"says {list(expected)} and {list(info.outputs)}")
+        super().__init__(info, score_threshold, max_detections)
         self.method = method
-        self.info = info
-        baked = info.postprocess
-        self.score_threshold = float(baked["score_threshold"] if score_threshold is None else score_threshold)
-        self.max_detections = int(baked["max_detections"] if max_detections is None else max_detections)
         self.post_processor = info.post_processor(self.score_threshold, self.max_detections)
         self.anchors, self.anchor_levels = info.anchors(), info.anchor_levels()
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.info.image_size
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        return self.info.mean
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return self.info.std
 
     def run(self, images: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """``cls_logits [B, A, C]``, ``bbox_regression [B, A, 4]`` for ``images [B, 3, H, W]`` normalised."""

@@ -34,7 +34,7 @@ from torch import Tensor
 from detector.deploy.metadata import OnnxModelInfo
 from detector.modeling.boxes import scale_boxes_to_image
 
-__all__ = ["OnnxRunner", "create_session", "load_onnx_runner", "open_session"]
+__all__ = ["ExportedRunner", "OnnxRunner", "create_session", "load_onnx_runner", "open_session"]
 
 
 def create_session(
@@ -58,7 +58,39 @@ def create_session(
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxRunner:
+class ExportedRunner:
+    """What the runners of exported files share: the metadata (``info``), the CPU device, the input
+    size and normalisation the file records, and the decoding settings (the user's, else the export's).
+
+    Args:
+        info: the file's metadata.
+        score_threshold, max_detections: replace the exported settings (``None``: keep them).
+    """
+
+    def __init__(self, info: OnnxModelInfo, score_threshold: float | None, max_detections: int | None) -> None:
+        self.info = info
+        baked = info.postprocess
+        self.score_threshold = float(baked["score_threshold"] if score_threshold is None else score_threshold)
+        self.max_detections = int(baked["max_detections"] if max_detections is None else max_detections)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.info.image_size
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.info.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.info.std
+
+
+class OnnxRunner(ExportedRunner):
     """The ONNX Runtime backend, following :mod:`detector.inference`'s runner contract (``device`` is
     always the CPU: inputs on another device are copied).
 
@@ -79,8 +111,8 @@ class OnnxRunner:
         score_threshold: float | None = None,
         max_detections: int | None = None,
     ) -> None:
+        super().__init__(info, score_threshold, max_detections)
         self.session = session
-        self.info = info
         names = [o.name for o in session.get_outputs()]
         if tuple(names) != info.outputs:
             raise ValueError(f"the graph's outputs {names} do not match its metadata ({list(info.outputs)})")
@@ -89,8 +121,6 @@ class OnnxRunner:
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.input_name = session.get_inputs()[0].name
         baked = info.postprocess
-        self.score_threshold = float(baked["score_threshold"] if score_threshold is None else score_threshold)
-        self.max_detections = int(baked["max_detections"] if max_detections is None else max_detections)
         if info.with_nms:
             if self.score_threshold < float(baked["score_threshold"]):
                 warnings.warn(f"this graph has NMS built in and keeps scores above {baked['score_threshold']} only; "
@@ -103,22 +133,6 @@ class OnnxRunner:
         else:
             self.post_processor = info.post_processor(self.score_threshold, self.max_detections)
             self.anchors, self.anchor_levels = info.anchors(), info.anchor_levels()
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.info.image_size
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        return self.info.mean
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return self.info.std
 
     def run(self, images: Tensor | np.ndarray) -> list[np.ndarray]:
         """The graph's raw outputs (in ``info.outputs`` order) for ``images`` ``[B, 3, H, W]`` normalised."""

@@ -30,7 +30,7 @@ from detector.deploy.metadata import OnnxModelInfo, read_metadata, write_props
 from detector.deploy.preprocess import ImagePreprocessor, to_rgb_array
 from detector.files import atomic_write
 
-__all__ = ["ImageCalibrationReader", "QuantizeResult", "find_calibration_images", "quantize_onnx"]
+__all__ = ["ImageCalibrationReader", "QuantizeResult", "calibration_files", "find_calibration_images", "quantize_onnx"]
 
 POSTPROCESS_SCOPE = "/postprocess/"
 
@@ -147,7 +147,7 @@ def quantize_onnx(
     info = read_metadata(model)
     if info.int8:
         raise ValueError(f"{model} is already quantized")
-    files = _calibration_files(calibration_images, calibration_count)
+    files = calibration_files(calibration_images, calibration_count)
     proto = onnx.load(str(model), load_external_data=False)
     input_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     batch_size = 1 if input_dim.HasField("dim_value") else 8
@@ -168,10 +168,11 @@ def quantize_onnx(
     return QuantizeResult(output, out_info, len(files), nodes, output.stat().st_size)
 
 
-def _calibration_files(
+def calibration_files(
     calibration_images: str | PathLike[str] | Sequence[str | PathLike[str]], count: int | None
 ) -> list[Path]:
-    """A folder's images (:func:`find_calibration_images`) or the first ``count`` of a list of files."""
+    """A folder's images (:func:`find_calibration_images`: ``count`` spread over the sorted list) or the
+    first ``count`` files of a list (``None``: all); shared by the ONNX and ExecuTorch int8 exports."""
     if isinstance(calibration_images, (str, PathLike)):
         return find_calibration_images(calibration_images, count)
     files = [Path(p) for p in calibration_images][: count or None]

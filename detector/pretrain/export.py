@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from detector.deploy.executorch_export import ProgramResult, calibration_files, export_program
+from detector.deploy.executorch_export import ProgramResult, export_program
+from detector.deploy.quantize import calibration_files
 from detector.deploy.metadata import classifier_metadata
 from detector.deploy.onnx_export import DEFAULT_OPSET, export_graph
 from detector.pretrain.model import load_classifier
