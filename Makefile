@@ -23,3 +23,19 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs outputs
+
+# Benchmark-only environment for the Ultralytics YOLO11n reference (issue #22,
+# benchmarks/yolo_reference.py). Kept apart from .venv: ultralytics pins its own OpenCV and is no
+# runtime dependency of the project. Same torch/torchvision as .venv, so both sides train on the same build.
+YOLO_VENV := .venv-yolo
+YOLO_STAMP := $(YOLO_VENV)/.installed
+
+.PHONY: yolo-env
+
+$(YOLO_STAMP):
+	test -x $(YOLO_VENV)/bin/python || $(PYTHON) -m venv $(YOLO_VENV)
+	$(YOLO_VENV)/bin/python -m pip install --upgrade pip >/dev/null
+	$(YOLO_VENV)/bin/python -m pip install torch==2.14.1 torchvision==0.29.1 ultralytics==8.4.190
+	touch $(YOLO_STAMP)
+
+yolo-env: $(YOLO_STAMP)

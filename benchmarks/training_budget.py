@@ -21,6 +21,12 @@ run (its schedule is sized to that budget, not cut short). For CARLA (``docs/dri
   the timed loop) are overridden; the final weights are validated once with ``trainer.validate``.
 - **torchvision**: its reference "ssdlite" recipe (:mod:`detector.training.reference`), learning rate
   scaled linearly to the batch size (``--torchvision-lr`` sets it instead), trained by Lightning.
+- **yolo11n_default**, **yolo11n_adapted** (with ``--yolo-python``, issue #22): Ultralytics YOLO11n
+  from scratch by ``benchmarks/yolo_reference.py``, run with the python of its own environment
+  (``make yolo-env``: ``.venv-yolo/bin/python``), for the same images seen (steps x batch) at our input
+  size (its long side when not square), with Ultralytics' default settings and with settings adapted to
+  the budget (one warmup epoch, ``nbs`` = batch); its detections are scored by ``tools/eval.py
+  --detections``. ``--yolo-settings`` picks one of the two.
 
 Throughput (images/s) covers the training loop from the end of step ``--skip-steps`` to the end of
 the last step. Output: a table, ``OUTPUT_DIR/results.json`` (and ``--json OUT``), our run in
@@ -38,6 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -59,6 +66,8 @@ from detector.training.reference import StepClock, StepClockCallback, Torchvisio
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+YOLO_TOOL = ROOT / "benchmarks" / "yolo_reference.py"
+YOLO_SETTINGS = ("default", "adapted")
 
 
 def quickstart_steps(config: dict[str, Any], num_train: int, batch_size: int) -> int:
@@ -175,6 +184,81 @@ def train_torchvision(args: argparse.Namespace, label_map: LabelMap, run_dir: Pa
     return {"recipe": recipe, "result": result_row(module.metrics, clock, steps, train_s, eval_s, final_loss)}
 
 
+def yolo_image_size(image_size: Any) -> int:
+    """Ultralytics' ``imgsz`` for our input: the size when square, else the long side (it trains square
+    inputs and letterboxes the image into them)."""
+    return int(image_size) if isinstance(image_size, int) else max(input_hw(image_size))
+
+
+def yolo_command(args: argparse.Namespace, setting: str, run_dir: Path, image_size: int, seed: int) -> list[str]:
+    """``benchmarks/yolo_reference.py`` with the Ultralytics environment's python, at our budget."""
+    return [str(args.yolo_python), str(YOLO_TOOL),
+            "--train-images", str(args.train_images), "--train-annotations", str(args.train_annotations),
+            "--val-images", str(args.val_images), "--val-annotations", str(args.val_annotations),
+            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--image-size", str(image_size),
+            "--settings", setting, "--seed", str(seed), "--threads", str(args.threads),
+            "--output-dir", str(run_dir), "--detections-out", str(run_dir / "detections.json")]
+
+
+def eval_command(detections: Path, annotations: Path, metrics: Path) -> list[str]:
+    """``tools/eval.py --detections`` in this environment: pycocotools, as for the other recipes."""
+    return [sys.executable, str(ROOT / "tools" / "eval.py"), "--detections", str(detections),
+            "--annotations", str(annotations), "--output", str(metrics)]
+
+
+def yolo_entry(summary: dict[str, Any], metrics: dict[str, Any], skip_steps: int, eval_s: float,
+               run_dir: Path) -> dict[str, Any]:
+    """The ``recipes``/``results`` entry of a YOLO11n run from its ``summary.json`` and the metrics of
+    its detections; its steps are the batches it trained (the budget in images is what matched)."""
+    clock = StepClock(skip_steps)
+    clock.stamps, clock.images = [float(t) for t in summary["step_stamps"]], [int(n) for n in summary["step_images"]]
+    result = result_row(metrics, clock, int(summary["steps"]), float(summary["train_s"]), eval_s,
+                        summary["final_loss"])
+    recipe = {
+        "name": f"yolo11n_{summary['settings']}", "model": f"yolo11n (ultralytics {summary['ultralytics']})",
+        "settings": summary["settings"], "image_size": int(summary["image_size"]), "params": int(summary["params"]),
+        "gflops": summary.get("gflops"), "gmacs": summary.get("gmacs"),
+        "epochs": summary["epochs"], "batches_per_epoch": summary["batches_per_epoch"],
+        "requested_steps": summary["requested_steps"], "steps": summary["steps"],
+        "images_seen": summary["images_seen"], "target_images": summary["target_images"],
+        "optimizer_steps": summary["optimizer_steps"], "train_args": summary["train_args"],
+        "effective": summary["effective"], "predict": summary["predict"],
+        "ultralytics_val": summary.get("ultralytics_val", {}), "torch": summary.get("torch"),
+        "run_dir": str(run_dir), "checkpoint": summary["weights"], "detections": summary["detections"],
+    }
+    return {"recipe": recipe, "result": result}
+
+
+def train_yolo(args: argparse.Namespace, setting: str, run_dir: Path, image_size: int, seed: int) -> dict[str, Any]:
+    """YOLO11n in the Ultralytics environment (a subprocess), then its detections scored here."""
+    command = yolo_command(args, setting, run_dir, image_size, seed)
+    print(f"\nyolo11n_{setting}: {' '.join(command)}", flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    metrics_path = run_dir / "metrics.json"
+    score_s = time.perf_counter()
+    scored = subprocess.run(eval_command(Path(summary["detections"]), args.val_annotations, metrics_path),
+                            check=False, cwd=ROOT, capture_output=True, text=True)
+    score_s = time.perf_counter() - score_s
+    if scored.returncode != 0:
+        raise SystemExit(f"tools/eval.py failed on {summary['detections']}:\n"
+                         f"{scored.stdout[-2000:]}{scored.stderr[-2000:]}")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    # eval_s: its prediction over the val images plus the pycocotools scoring (ours: trainer.validate).
+    return yolo_entry(summary, metrics, args.skip_steps, float(summary["predict_s"]) + score_s, run_dir)
+
+
+def check_yolo_python(python: Path) -> None:
+    """Fail before the long runs when the Ultralytics environment is missing."""
+    if not python.is_file():
+        raise SystemExit(f"--yolo-python {python} not found; create it with `make yolo-env`")
+    # Looked up, not imported: importing Ultralytics writes its settings file into the home folder.
+    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('ultralytics') is None)"
+    probe = subprocess.run([str(python), "-c", code], check=False, capture_output=True)
+    if probe.returncode != 0:
+        raise SystemExit(f"--yolo-python {python} has no ultralytics; create it with `make yolo-env`")
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """One row per recipe: input size, parameters, AP, AP50, AP75, images/s."""
     header = (f"{'recipe':<52} {'input':>7} {'params':>8} {'steps':>6} {'AP':>6} {'AP50':>6} {'AP75':>6} "
@@ -223,11 +307,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "benchmark_training",
                         help="runs go to OUTPUT_DIR/quickstart/ and OUTPUT_DIR/torchvision/")
+    parser.add_argument("--yolo-python", type=Path, default=None,
+                        help="python of the Ultralytics environment (`make yolo-env`: .venv-yolo/bin/python): also "
+                             "train YOLO11n (benchmarks/yolo_reference.py) into OUTPUT_DIR/yolo11n_SETTINGS/")
+    parser.add_argument("--yolo-settings", action="append", choices=YOLO_SETTINGS, default=None,
+                        help="YOLO11n with Ultralytics' default settings and/or adapted to the budget (warmup 1 "
+                             "epoch, nbs = batch); repeatable (default: both)")
     # For quick runs (tests) only: they change our recipe, so published figures never use them.
     parser.add_argument("--width-mult", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--num-workers", type=int, default=None, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.yolo_python is None:
+        if args.yolo_settings:
+            parser.error("--yolo-settings needs --yolo-python")
+    else:
+        # Absolute but not resolved: a venv's python is a link, and resolving it would leave the venv.
+        args.yolo_python = Path(os.path.abspath(args.yolo_python))
+        args.yolo_settings = list(dict.fromkeys(args.yolo_settings or YOLO_SETTINGS))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     args.steps = args.steps or quickstart_steps(config, num_train, args.batch_size)
     if args.steps < 2:
         raise SystemExit(f"--steps must be at least 2 (got {args.steps})")
+    if args.yolo_python is not None:
+        check_yolo_python(args.yolo_python)
     torch.set_num_threads(args.threads)
     seed = int(config.get("seed_everything", 0))
     label_map = LabelMap.from_categories(train_coco["categories"])
@@ -272,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"same wall-clock: torchvision trains {steps} steps in our {ours_s['train_s']:.0f} s")
         results["torchvision_same_time"] = train_torchvision(args, label_map, output / "torchvision_same_time",
                                                              seed, steps)
+    if args.yolo_python is not None:
+        yolo_size = yolo_image_size(args.image_size or config["data"]["image_size"])
+        for setting in args.yolo_settings:
+            results[f"yolo11n_{setting}"] = train_yolo(args, setting, output / f"yolo11n_{setting}", yolo_size, seed)
     command = " ".join([Path(sys.argv[0]).name if argv is None else "training_budget.py",
                         *(sys.argv[1:] if argv is None else argv)])
     settings = {"data": str(args.data) if args.data_used else None, "train_annotations": str(args.train_annotations),
@@ -279,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                 "num_classes": label_map.num_classes, "steps": args.steps, "batch_size": args.batch_size,
                 "threads": args.threads, "num_workers": args.num_workers, "skip_steps": args.skip_steps,
                 "seed": seed, "eval_backend": "pycocotools"}
+    if args.yolo_python is not None:
+        settings["yolo"] = {"python": str(args.yolo_python), "settings": args.yolo_settings, "image_size": yolo_size}
     ours, tv = results["ours"]["result"], results["torchvision"]["result"]
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
@@ -294,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + format_table(results))
     print(f"\nsame budget: {args.steps} steps x {args.batch_size} images; val mAP@[.5:.95] ours - torchvision = "
           f"{report['ap_difference']:+.3f}; training throughput ours / torchvision = {report['throughput_ratio']:.2f}x")
+    for name, entry in results.items():
+        if name.startswith("yolo11n_"):
+            recipe = entry["recipe"]
+            print(f"{name}: {recipe['steps']} batches = {recipe['images_seen']} images seen (budget "
+                  f"{recipe['target_images']}), {recipe['optimizer_steps']} optimizer steps, {recipe['epochs']} "
+                  f"epoch(s) of {recipe['batches_per_epoch']} batches; imgsz {recipe['image_size']}")
     text = json.dumps(report, indent=2, default=float) + "\n"
     written = [output / "results.json"]
     if args.json is not None and args.json.resolve() != written[0]:

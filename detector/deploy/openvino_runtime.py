@@ -18,6 +18,7 @@ the detections; the int8 file still runs its int8 kernels.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -29,7 +30,8 @@ import numpy as np
 from detector.deploy.metadata import OnnxModelInfo, read_metadata
 from detector.deploy.onnx_runtime import OnnxRunner
 
-__all__ = ["OpenVinoSession", "compile_model", "compile_settings", "load_openvino_runner", "open_openvino_session"]
+__all__ = ["OpenVinoSession", "compile_model", "compile_settings", "load_openvino_runner", "open_openvino_session",
+           "shared_core"]
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,28 @@ def compile_settings(num_threads: int | None = None, performance_hint: str = "LA
     return settings
 
 
+@functools.lru_cache(maxsize=1)
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, made on first use and kept until exit.
+
+    One Core, not one per model: OpenVINO's CPU plugin (2026.4) installs its own alternate signal
+    stack when a Core first loads it and puts back the one it found when that Core dies. Two Cores
+    dying in the order they were made put back a stack already freed, and the next signal handled
+    on it (SIGCHLD from a finished subprocess, under torch's DataLoader handler) kills the process
+    with SIGSEGV. Loading the plugin once also saves its start-up on every later compile.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 def compile_model(path: str | PathLike[str], settings: Mapping[str, Any] | None = None) -> Any:
     """An ``openvino.CompiledModel`` of an ``.onnx`` file on the CPU (``settings``: :func:`compile_settings`'s
     by default)."""
-    import openvino as ov
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
-    core = ov.Core()
+    core = shared_core()
     return core.compile_model(core.read_model(str(path)), "CPU", dict(settings or compile_settings()))
 
 

@@ -3,17 +3,18 @@ weights, the non-finite-loss stop, the parameter groups, and the optimiser with 
 schedule. Each subclass builds ``self.model`` and calls :meth:`TrainingModule.init_ema`."""
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from detector.training.schedules import warmup_cosine_scheduler
 
-__all__ = ["OPTIMIZERS", "TrainingModule", "build_optimizer", "parameter_groups"]
+__all__ = ["OPTIMIZERS", "TrainingModule", "build_optimizer", "ema_decay_at", "parameter_groups"]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 
@@ -43,6 +44,36 @@ def build_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
 
+def ema_decay_at(decay: float, warmup_steps: int, num_averaged: int) -> float:
+    """The EMA decay for the update after ``num_averaged`` averaged steps.
+
+    With ``warmup_steps`` 0 it is ``decay`` throughout. Otherwise it ramps as
+    ``decay * (1 - exp(-num_averaged / warmup_steps))`` (YOLOv5's ModelEMA, mmdetection's
+    ExpMomentumEMA): from scratch the first steps' weights are far from the final ones, and a fixed
+    decay keeps ``decay ** n`` of them in the average for a long time.
+    """
+    if warmup_steps <= 0:
+        return decay
+    return decay * (1.0 - math.exp(-num_averaged / warmup_steps))
+
+
+def ema_multi_avg_fn(decay: float, warmup_steps: int) -> Callable[[list[Tensor], list[Tensor], Tensor | int], None]:
+    """``AveragedModel``'s ``multi_avg_fn`` for :func:`ema_decay_at`. torch's ``get_ema_multi_avg_fn``
+    has a fixed decay only; the step count comes from ``AveragedModel.n_averaged``, which
+    checkpoints hold, so a resumed run continues the ramp where it stopped."""
+
+    @torch.no_grad()
+    def update(ema_params: list[Tensor], current_params: list[Tensor], num_averaged: Tensor | int) -> None:
+        step_decay = ema_decay_at(decay, warmup_steps, int(num_averaged))
+        if torch.is_floating_point(ema_params[0]) or torch.is_complex(ema_params[0]):
+            torch._foreach_lerp_(ema_params, current_params, 1.0 - step_decay)
+        else:  # integer buffers (BatchNorm's num_batches_tracked): foreach lerp takes floats only
+            for ema, current in zip(ema_params, current_params, strict=True):
+                ema.copy_(ema * step_decay + current * (1.0 - step_decay))
+
+    return update
+
+
 class TrainingModule(pl.LightningModule):
     """A LightningModule that trains ``self.model`` (set by the subclass) with an optional EMA copy.
 
@@ -56,11 +87,13 @@ class TrainingModule(pl.LightningModule):
     model: nn.Module
     ema_model: AveragedModel | None
 
-    def init_ema(self, decay: float | None) -> None:
-        """Keep an exponential moving average of ``self.model`` with ``decay`` (none when unset or 0)."""
+    def init_ema(self, decay: float | None, warmup_steps: int = 0) -> None:
+        """Keep an exponential moving average of ``self.model`` with ``decay`` (none when unset or 0),
+        ramped over about ``warmup_steps`` when set (:func:`ema_decay_at`)."""
         self.ema_model = None
         if decay:
-            self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+            self.ema_model = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(decay, warmup_steps),
+                                           use_buffers=True)
             self.ema_model.requires_grad_(False)
 
     @property

@@ -48,6 +48,9 @@ class DetectorModule(TrainingModule):
         weight_decay: applied to conv weights only, never to BatchNorm or biases.
         warmup_steps: linear warmup from ``warmup_factor * lr``; then cosine decay to 0 at the last step.
         ema_decay: keep an exponential moving average of the weights (validated and saved) when set.
+        ema_warmup_steps: ramp the EMA decay up as ``ema_decay * (1 - exp(-step / ema_warmup_steps))``
+            (YOLOv5, mmdetection's ExpMomentumEMA); 0 keeps it constant. Set it when training from
+            scratch, where a constant decay averages in the first steps' far-off weights.
         channels_last: run the network in channels-last memory format (about 1.3x faster training
             on the CPU here; measure on your hardware).
         min_scale, max_scale, reduce_boxes_in_lowest_layer: default boxes (see
@@ -89,6 +92,7 @@ class DetectorModule(TrainingModule):
         warmup_steps: int = 1000,
         warmup_factor: float = 0.001,
         ema_decay: float | None = None,
+        ema_warmup_steps: int = 0,
         eval_backend: str = "pycocotools",
         channels_last: bool = False,
         min_scale: float | None = None,
@@ -128,7 +132,7 @@ class DetectorModule(TrainingModule):
                 f"init_checkpoint {init_checkpoint}: loaded {len(loaded)} tensors, "
                 f"re-initialised {len(skipped)}: {', '.join(skipped) if skipped else 'none'}"
             )
-        self.init_ema(ema_decay)
+        self.init_ema(ema_decay, ema_warmup_steps)
         self.evaluator: CocoEvaluator | None = None
 
     def setup(self, stage: str) -> None:

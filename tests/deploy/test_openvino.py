@@ -134,3 +134,34 @@ def test_predictor_and_load_runner_select_openvino(exported, tmp_path):
         Predictor.load(checkpoint, "openvino")
     with pytest.raises(FileNotFoundError, match="not found"):
         load_openvino_runner(tmp_path / "missing.onnx")
+
+
+# Runs in a fresh interpreter: a crash must fail this test, not kill the pytest process.
+_RELEASE_IN_CREATION_ORDER = """
+import gc, signal, subprocess, sys
+import numpy as np
+from detector.deploy.openvino_runtime import OpenVinoSession, compile_model, shared_core
+signal.signal(signal.SIGCHLD, lambda *args: None)  # a Python handler, as torch's DataLoader installs
+first = OpenVinoSession(compile_model(sys.argv[1]))
+second = OpenVinoSession(compile_model(sys.argv[1]))
+assert shared_core() is shared_core()
+first.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})
+del first; gc.collect()   # released in the order they were made
+del second; gc.collect()
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # its exit sends SIGCHLD
+print("alive")
+"""
+
+
+def test_models_released_in_creation_order_leave_signal_handling_intact(tmp_path):
+    # Two OpenVINO Cores released in creation order leave the CPU plugin's freed alternate signal
+    # stack installed; the next handled signal was a SIGSEGV (the full suite died of it). Every
+    # model compiles on one shared Core, so this must exit cleanly.
+    import subprocess
+    import sys
+
+    static = tmp_path / "small.onnx"
+    export_onnx(trained(), LABELS, static, image_size=64)
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _RELEASE_IN_CREATION_ORDER, str(static)],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0 and "alive" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
