@@ -63,6 +63,8 @@ class ImagePreprocessor:
         image_size: ``(H, W)`` of the network input (an int for square).
         mean, std: per-channel RGB normalisation in 0..1, the model's.
         device: where the batch is made.
+        opencv_blob: on the CPU, resize, normalise and transpose in one OpenCV pass (``False``: the
+            uint8 upload + ``addcmul`` path other devices take; the results agree to 1e-6).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class ImagePreprocessor:
         mean: Sequence[float],
         std: Sequence[float],
         device: str | torch.device = "cpu",
+        opencv_blob: bool = True,
     ) -> None:
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         self.image_size = (int(h), int(w))
@@ -81,6 +84,7 @@ class ImagePreprocessor:
         std_t = torch.tensor(self.std, dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(self.device)
         self._shift = (-torch.tensor(self.mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(self.device)
+        self.opencv_blob = opencv_blob
         self._blob_params = None
 
     def _cpu_blob(self, images: Sequence[np.ndarray]) -> Tensor | None:
@@ -109,7 +113,7 @@ class ImagePreprocessor:
     def __call__(self, images: Sequence[np.ndarray]) -> Tensor:
         import cv2
 
-        if self.device.type == "cpu":
+        if self.opencv_blob and self.device.type == "cpu":
             blob = self._cpu_blob(images)
             if blob is not None:
                 return blob

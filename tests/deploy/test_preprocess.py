@@ -32,6 +32,5 @@ def test_cpu_and_device_paths_equal_the_plain_computation(size_hw: tuple[int, in
     assert got.shape == (3, 3, *size_hw) and got.dtype == torch.float32 and got.is_contiguous()
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5, rtol=0)
 
-    device_path = ImagePreprocessor(size_hw, MEAN, STD)
-    device_path._cpu_blob = lambda batch: None  # the path a CUDA device takes, run on the CPU
+    device_path = ImagePreprocessor(size_hw, MEAN, STD, opencv_blob=False)  # a CUDA device's path, on the CPU
     np.testing.assert_allclose(device_path(images).numpy(), expected, atol=1e-5, rtol=0)
