@@ -269,9 +269,6 @@ def print_report(result: dict[str, Any]) -> None:
     p = result["postprocess_ms"]
     print(f"  post-processing: ours {p['ours']['median']:.3f} ms, torchvision {p['torchvision']['median']:.3f} ms "
           f"-> {result['postprocess_speedup']:.1f}x (same detections: {p['same_detections']})")
-    pre = result["stages_ms"]["ours_eager"]
-    print(f"  pre-processing: one OpenCV pass {pre['preprocess']:.3f} ms, uint8 + addcmul "
-          f"{pre['preprocess_addcmul']:.3f} ms")
     for note in result["notes"]:
         print(f"  note: {note}")
 

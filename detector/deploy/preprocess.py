@@ -5,10 +5,8 @@ calibration (:mod:`detector.deploy.quantize`), so calibration sees exactly what 
 
 - each image is resized to the network's ``image_size`` with ``cv2.resize(INTER_LINEAR)`` (no
   aspect-ratio preservation, exactly like training's eval pipeline);
-- on the CPU, resizing, ``(x / 255 - mean) / std`` and the HWC -> CHW transpose are one pass of
-  OpenCV's ``cv2.dnn.blobFromImagesWithParams`` (resize in uint8, then normalise in float32);
-- on another device the batch is stacked as uint8, moved to the device once (4x less traffic than
-  float) and normalised there with a single ``addcmul`` in channels-first layout.
+- the batch is stacked as uint8, moved to the device once, and normalised with
+  ``(x / 255 - mean) / std`` as a single ``addcmul`` in channels-first layout.
 
 OpenCV is imported on first use, so importing this module stays light.
 """
@@ -63,8 +61,6 @@ class ImagePreprocessor:
         image_size: ``(H, W)`` of the network input (an int for square).
         mean, std: per-channel RGB normalisation in 0..1, the model's.
         device: where the batch is made.
-        opencv_blob: on the CPU, resize, normalise and transpose in one OpenCV pass (``False``: the
-            uint8 upload + ``addcmul`` path other devices take; the results agree to 1e-6).
     """
 
     def __init__(
@@ -73,7 +69,6 @@ class ImagePreprocessor:
         mean: Sequence[float],
         std: Sequence[float],
         device: str | torch.device = "cpu",
-        opencv_blob: bool = True,
     ) -> None:
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         self.image_size = (int(h), int(w))
@@ -84,39 +79,10 @@ class ImagePreprocessor:
         std_t = torch.tensor(self.std, dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(self.device)
         self._shift = (-torch.tensor(self.mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(self.device)
-        self.opencv_blob = opencv_blob
-        self._blob_params = None
-
-    def _cpu_blob(self, images: Sequence[np.ndarray]) -> Tensor | None:
-        """The batch from OpenCV's one-pass resize + normalise + transpose (``None`` before OpenCV 4.8).
-
-        Why not torch: the channels-first ``addcmul`` over an NHWC uint8 batch is a strided copy
-        that took 0.3-0.55 ms at 320x320 with 2 threads on an idle CPU (``benchmarks/latency.py``),
-        and its two threads wait on each other whenever another process holds a core.
-        """
-        import cv2
-
-        if not hasattr(cv2.dnn, "blobFromImagesWithParams"):
-            return None
-        if self._blob_params is None:
-            params = cv2.dnn.Image2BlobParams()
-            params.size = (self.image_size[1], self.image_size[0])  # OpenCV sizes are (w, h)
-            params.mean = tuple(255.0 * m for m in self.mean)  # blob = (x - mean) * scalefactor
-            params.scalefactor = tuple(1.0 / (255.0 * s) for s in self.std)
-            params.swapRB = False
-            params.ddepth = cv2.CV_32F
-            # The defaults kept: NCHW layout, and padding mode "null", a plain resize as in training's
-            # eval pipeline (the constants' names moved between OpenCV 4 and 5).
-            self._blob_params = params
-        return torch.from_numpy(cv2.dnn.blobFromImagesWithParams(list(images), self._blob_params))
 
     def __call__(self, images: Sequence[np.ndarray]) -> Tensor:
         import cv2
 
-        if self.opencv_blob and self.device.type == "cpu":
-            blob = self._cpu_blob(images)
-            if blob is not None:
-                return blob
         h, w = self.image_size
         resized = np.empty((len(images), h, w, 3), dtype=np.uint8)
         for i, img in enumerate(images):

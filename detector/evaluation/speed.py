@@ -18,8 +18,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from detector.deploy.preprocess import ImagePreprocessor
-
 __all__ = ["Bench", "calibrate", "calibrate_scores", "candidate_count", "class_convs", "count_macs", "count_params",
            "cpu_name", "figures", "model_sizes", "network_tasks", "postprocess_tasks", "round_robin", "timing_summary",
            "to_float_tensor", "torchvision_core"]
@@ -176,9 +174,6 @@ class Bench:
         self.core_theirs = torchvision_core(theirs)
         self.batches = [[images[(i * batch + j) % len(images)] for j in range(batch)] for i in range(len(images))]
         self.inputs = [self.predictor.preprocess(b) for b in self.batches]
-        # The pre-processing other devices take (uint8 upload + addcmul), on the CPU, to compare.
-        self.addcmul_preprocess = ImagePreprocessor(predictor.image_size, predictor.mean, predictor.std,
-                                                    predictor.device, opencv_blob=False)
         with torch.inference_mode():
             self.tv_inputs = [self.theirs.transform([to_float_tensor(a) for a in b])[0].tensors for b in self.batches]
         self.orig_sizes = [[tuple(a.shape[:2]) for a in b] for b in self.batches]
@@ -263,7 +258,6 @@ def network_tasks(bench: Bench) -> Tasks:
         "torchvision_eager.core": lambda r: bench.core_theirs(bench.tv_inputs[pick(r)]),
         "torchvision_eager.whole": lambda r: bench.theirs([to_float_tensor(a) for a in b[pick(r)]]),
         "stages.ours.preprocess": lambda r: bench.predictor.preprocess(b[pick(r)]),
-        "stages.ours.preprocess_addcmul": lambda r: bench.addcmul_preprocess(b[pick(r)]),
         "stages.torchvision.to_tensor_and_transform": lambda r: bench.theirs.transform(
             [to_float_tensor(a) for a in b[pick(r)]]),
     }
@@ -291,8 +285,6 @@ def figures(stats: dict[str, dict[str, float]]) -> dict[str, Any]:
     ours = {"eager": "ours_eager", **{name: name for name in (*EXPORTED_PATHS, *optional)}}
     stages = {
         "ours_eager": {"preprocess": stats["stages.ours.preprocess"]["median"],
-                       # the uint8 upload + addcmul path (other devices'), timed on the CPU for comparison
-                       "preprocess_addcmul": stats["stages.ours.preprocess_addcmul"]["median"],
                        "network": median["ours_eager", "core"],
                        "postprocess": stats["stages.ours.postprocess_network_pixels"]["median"],
                        "whole": median["ours_eager", "whole"]},
