@@ -10,11 +10,12 @@ import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from detector.training.schedules import warmup_cosine_scheduler
 
-__all__ = ["OPTIMIZERS", "TrainingModule", "build_optimizer", "ema_decay_at", "parameter_groups"]
+__all__ = ["OPTIMIZERS", "TrainingModule", "build_optimizer", "ema_decay_at", "ramped_ema_multi_avg_fn",
+           "parameter_groups"]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 
@@ -57,13 +58,13 @@ def ema_decay_at(decay: float, warmup_steps: int, num_averaged: int) -> float:
     return decay * (1.0 - math.exp(-num_averaged / warmup_steps))
 
 
-def ema_multi_avg_fn(decay: float, warmup_steps: int) -> Callable[[list[Tensor], list[Tensor], Tensor | int], None]:
-    """``AveragedModel``'s ``multi_avg_fn`` for :func:`ema_decay_at`. torch's ``get_ema_multi_avg_fn``
-    has a fixed decay only; the step count comes from ``AveragedModel.n_averaged``, which
-    checkpoints hold, so a resumed run continues the ramp where it stopped."""
+def ramped_ema_multi_avg_fn(decay: float, warmup_steps: int) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+    """``AveragedModel``'s ``multi_avg_fn`` for :func:`ema_decay_at` with ``warmup_steps`` > 0 (torch's
+    ``get_ema_multi_avg_fn`` has a fixed decay only). The step count is ``AveragedModel.n_averaged``,
+    which checkpoints hold, so a resumed run continues the ramp where it stopped."""
 
     @torch.no_grad()
-    def update(ema_params: list[Tensor], current_params: list[Tensor], num_averaged: Tensor | int) -> None:
+    def update(ema_params: list[Tensor], current_params: list[Tensor], num_averaged: Tensor) -> None:
         step_decay = ema_decay_at(decay, warmup_steps, int(num_averaged))
         if torch.is_floating_point(ema_params[0]) or torch.is_complex(ema_params[0]):
             torch._foreach_lerp_(ema_params, current_params, 1.0 - step_decay)
@@ -92,8 +93,8 @@ class TrainingModule(pl.LightningModule):
         ramped over about ``warmup_steps`` when set (:func:`ema_decay_at`)."""
         self.ema_model = None
         if decay:
-            self.ema_model = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(decay, warmup_steps),
-                                           use_buffers=True)
+            average = ramped_ema_multi_avg_fn(decay, warmup_steps) if warmup_steps > 0 else get_ema_multi_avg_fn(decay)
+            self.ema_model = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
             self.ema_model.requires_grad_(False)
 
     @property
