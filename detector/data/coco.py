@@ -193,7 +193,8 @@ class CocoDetection(torch.utils.data.Dataset):
             images_dir: folder that ``images[*].file_name`` is relative to.
             annotation_file: COCO JSON.
             transform: an albumentations ``Compose`` from :func:`detector.data.transforms.build_transforms`
-                (``image``, pascal_voc ``bboxes``, ``labels``).
+                (``image``, pascal_voc ``bboxes``, ``labels``). Its ``A.Mosaic`` steps, if any, get their
+                other cells' images from this dataset (see :meth:`set_mosaic`).
             label_map: reuse another split's map (e.g. train's for val); by default built from this
                 file's ``categories``.
             check_files: verify every image file exists now (off only for very large remote sets:
@@ -231,6 +232,10 @@ class CocoDetection(torch.utils.data.Dataset):
         self._targets = {i: self._prepare_target(i) for i in self.ids}
         self.stats.orphan_annotations = [a["id"] for a in data["annotations"] if a.get("image_id") not in self.coco.imgs]
         self._warn_dropped()
+        self._mosaics = _mosaic_steps(transform)
+        self._mosaic_p = [float(m.p) for m in self._mosaics]
+        # A flag in shared memory, so a switch in the main process reaches persistent loader workers.
+        self._mosaic_flag = torch.ones((), dtype=torch.bool).share_memory_() if self._mosaics else None
 
     def _skip_missing(self, ids: list[int]) -> list[int]:
         """``ids`` whose file exists; the rest named in a warning, or an error (see the class docstring)."""
@@ -312,7 +317,9 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Target] | None:
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Image ``index`` as ``(HxWx3 uint8, boxes [N, 4] xyxy pixels clipped to it, labels [N])``, or
+        ``None`` when it cannot be decoded (named in a warning, counted in ``self.stats``)."""
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         file_name = info["file_name"]
@@ -325,10 +332,10 @@ class CocoDetection(torch.utils.data.Dataset):
                     raise FileNotFoundError(f"image {str(path)!r} listed in {self.annotation_file} is missing "
                                             f"(missing='error')") from err
                 _note(self.stats.missing, file_name)
-                warnings.warn(f"skipping missing image {path}", stacklevel=2)
+                warnings.warn(f"skipping missing image {path}", stacklevel=3)
             else:
                 _note(self.stats.unreadable, file_name)
-                warnings.warn(f"skipping unreadable image {path}: {err.reason}", stacklevel=2)
+                warnings.warn(f"skipping unreadable image {path}: {err.reason}", stacklevel=3)
             return None
         h, w = image.shape[:2]
         self._check_size(info, path, h, w)
@@ -336,9 +343,55 @@ class CocoDetection(torch.utils.data.Dataset):
         # Boxes are in the decoded image's pixels (EXIF rotation applied): clip to its real size.
         boxes = np.clip(boxes, 0, np.array([w, h, w, h], dtype=np.float32))
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, labels = boxes[keep], labels[keep]
+        return image, boxes[keep], labels[keep]
+
+    @property
+    def mosaic_enabled(self) -> bool:
+        """Whether the transform's ``A.Mosaic`` steps run (always False without one)."""
+        return bool(self._mosaic_flag is not None and self._mosaic_flag.item())
+
+    def set_mosaic(self, enabled: bool) -> None:
+        """Switch the transform's ``A.Mosaic`` steps on or off, here and in running DataLoader workers.
+
+        Off, they are skipped as if their ``p`` were 0 and no extra images are read. The flag lives in
+        shared memory, so persistent workers see it from the next item they build (Lightning starts an
+        epoch's loader iterator after ``on_train_epoch_start``, so a switch there holds for the whole
+        epoch). Raises ``ValueError`` when the transform has no ``A.Mosaic``.
+        """
+        if self._mosaic_flag is None:
+            raise ValueError(f"the transform of {self.annotation_file} has no A.Mosaic step to switch")
+        self._mosaic_flag.fill_(bool(enabled))
+
+    def _mosaic_metadata(self) -> dict[str, list[dict[str, Any]]]:
+        """For every ``A.Mosaic`` step, its metadata key -> the other cells' items: ``rows x cols - 1``
+        images drawn at random from the dataset (as Ultralytics' mosaic draws them),
+        each ``{"image", "bboxes", "labels"}``. An unreadable draw is left out (warned and counted);
+        Mosaic then repeats the primary image in its cell."""
+        enabled = self.mosaic_enabled
+        metadata: dict[str, list[dict[str, Any]]] = {}
+        for mosaic, p in zip(self._mosaics, self._mosaic_p):
+            mosaic.p = p if enabled else 0.0
+            if not enabled or p == 0.0:
+                continue
+            rows, cols = mosaic.grid_yx
+            items = []
+            # np.random is seeded per worker by worker_init_fn (and by seed_everything in-process).
+            for other in np.random.randint(0, len(self), size=rows * cols - 1):
+                read = self._read(int(other))
+                if read is not None:
+                    items.append({"image": read[0], "bboxes": read[1], "labels": read[2]})
+            metadata[mosaic.metadata_key] = items
+        return metadata
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target] | None:
+        read = self._read(index)
+        if read is None:
+            return None
+        image, boxes, labels = read
+        image_id = self.ids[index]
+        h, w = image.shape[:2]
         if self.transform is not None:
-            out = self.transform(image=image, bboxes=boxes, labels=labels)
+            out = self.transform(image=image, bboxes=boxes, labels=labels, **self._mosaic_metadata())
             tensor = out["image"]
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
@@ -349,7 +402,7 @@ class CocoDetection(torch.utils.data.Dataset):
             "labels": torch.from_numpy(labels),
             "image_id": int(image_id),
             "orig_size": (int(h), int(w)),
-            "file_name": str(file_name),
+            "file_name": str(self.coco.imgs[image_id]["file_name"]),
         }
         return tensor, target
 
@@ -371,6 +424,22 @@ class CocoDetection(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f"CocoDetection({self.annotation_file}, images={len(self)}, boxes={self.stats.boxes}, "
                 f"classes={len(self.label_map.category_ids)})")
+
+
+def _mosaic_steps(transform: Any) -> list[Any]:
+    """Every ``A.Mosaic`` inside an albumentations pipeline (nested ``Compose`` / ``OneOf`` included)."""
+    if transform is None:
+        return []
+    import albumentations as A  # only here: a transform given means albumentations is loaded already
+
+    found: list[A.Mosaic] = []
+    stack = [transform]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, A.Mosaic):
+            found.append(t)
+        stack.extend(getattr(t, "transforms", None) or [])
+    return found
 
 
 def _note(names: list[str], name: str) -> None:

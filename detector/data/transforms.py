@@ -1,4 +1,4 @@
-"""Albumentations pipelines: ``ssd``, ``ssdlite``, ``light``, ``none`` and the eval pipeline.
+"""Albumentations pipelines: ``ssd``, ``ssdlite``, ``light``, ``mosaic``, ``none`` and the eval pipeline.
 
 Every pipeline is an ``A.Compose`` called as ``t(image=HxWx3 uint8, bboxes=[[x1, y1, x2, y2], ...],
 labels=[...])`` with boxes in ``pascal_voc`` format (``xyxy`` pixels) and returns
@@ -30,7 +30,7 @@ __all__ = [
     "build_transforms",
 ]
 
-PIPELINES: tuple[str, ...] = ("ssd", "ssdlite", "light", "none")
+PIPELINES: tuple[str, ...] = ("ssd", "ssdlite", "light", "mosaic", "none")
 
 
 def _box_iou_np(boxes: np.ndarray, crops: np.ndarray) -> np.ndarray:
@@ -230,7 +230,10 @@ def build_transforms(
     Args:
         pipeline: ``ssd`` (photometric distortion, zoom-out up to 4x on a mean-filled canvas,
             min-IoU crop, flip), ``ssdlite`` (min-IoU crop and flip, torchvision's SSDLite recipe),
-            ``light`` (flip and a small colour jitter, for short fine-tunes) or ``none``.
+            ``light`` (flip and a small colour jitter, for short fine-tunes), ``mosaic`` (YOLOv4's
+            mosaic of four images, then Ultralytics' default scale 0.5-1.5 and translation of 10%,
+            flip and a strong colour jitter; the dataset supplies the other three images, see
+            :meth:`detector.data.coco.CocoDetection.set_mosaic`) or ``none``.
             Ignored when ``train`` is False.
         image_size: output side ``S`` or ``(H, W)``; every pipeline ends with a resize to it.
         train: False gives the eval pipeline: resize and normalise only.
@@ -262,6 +265,21 @@ def build_transforms(
     elif train and pipeline == "ssdlite":
         before = [MinIoURandomCrop()]
         after = [A.HorizontalFlip(p=0.5)]
+    elif train and pipeline == "mosaic":
+        before = [
+            # A 2x2 grid of cells of the output size, each image letterboxed into its cell; the view is
+            # one output-sized window around a random grid point, so objects keep the scale a plain
+            # resize gives them and the split point moves (Ultralytics' mosaic before its affine).
+            A.Mosaic(grid_yx=(2, 2), target_size=(height, width), cell_shape=(height, width),
+                     center_range=(0.25, 0.75), fit_mode="contain", fill=fill, p=1.0),
+            # Ultralytics' default random_perspective: scale 0.5-1.5, translation up to 10%.
+            A.Affine(scale=(0.5, 1.5), translate_percent=(-0.1, 0.1), fill=fill, p=1.0),
+        ]
+        after = [
+            A.HorizontalFlip(p=0.5),
+            # Ultralytics' HSV gains (value 0.4, saturation 0.7, hue 0.015), as colour-jitter factors.
+            A.ColorJitter(brightness=0.4, contrast=0.0, saturation=0.7, hue=0.015, p=1.0),
+        ]
     elif train and pipeline == "light":
         after = [
             A.HorizontalFlip(p=0.5),

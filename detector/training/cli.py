@@ -15,6 +15,7 @@ from detector.modeling.ssdlite import resolve_config
 from detector.training.callbacks import AtomicCheckpointIO, RunCheckpoint
 from detector.training.datamodule import DetectionDataModule
 from detector.training.module import DetectorModule
+from detector.training.mosaic import CloseMosaic
 
 __all__ = ["DetectorCLI", "RunCLI", "main", "run_cli"]
 
@@ -79,7 +80,8 @@ def _preset_std(preset: str) -> list[float]:
 
 
 class DetectorCLI(RunCLI):
-    """Links the data to the model: image size, and the label map of the training annotations."""
+    """Links the data to the model: image size, and the label map of the training annotations; adds
+    :class:`CloseMosaic` when the data asks for ``close_mosaic``."""
 
     MONITOR = "val/mAP"
 
@@ -90,6 +92,13 @@ class DetectorCLI(RunCLI):
         # The data is normalised as the model's recipe expects ([-1, 1] for torchvision's SSDLite).
         parser.link_arguments("model.preset", "data.mean", compute_fn=_preset_mean)
         parser.link_arguments("model.preset", "data.std", compute_fn=_preset_std)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        close_mosaic = getattr(self.datamodule, "close_mosaic", 0)
+        if close_mosaic:
+            trainer.callbacks.append(CloseMosaic(close_mosaic))
+        return trainer
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DetectorCLI:

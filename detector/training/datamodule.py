@@ -26,7 +26,10 @@ class DetectionDataModule(LoaderDataModule):
         batch_size: images per process (per GPU under DDP).
         num_workers: loader processes per process.
         image_size: the network input, in pixels: a side, or ``[height, width]``.
-        augment: training pipeline, ``ssd`` | ``ssdlite`` | ``light`` | ``none``.
+        augment: training pipeline, ``ssd`` | ``ssdlite`` | ``light`` | ``mosaic`` | ``none``
+            (:func:`detector.data.transforms.build_transforms`).
+        close_mosaic: with ``augment: mosaic``, train the last this many epochs without the mosaic
+            (Ultralytics' ``close_mosaic``; :class:`detector.training.callbacks.CloseMosaic` switches it).
         seed: base seed of the augmentation pipelines (workers derive their own).
         missing: ``skip`` (listed images that are absent are left out, named and counted; more than
             half absent stops the run) or ``error`` (any absent image stops it).
@@ -44,6 +47,7 @@ class DetectionDataModule(LoaderDataModule):
         num_workers: int = 2,
         image_size: int | list[int] = 320,
         augment: str = "ssd",
+        close_mosaic: int = 0,
         seed: int = 0,
         missing: str = "skip",
         mean: list[float] | None = None,
@@ -57,6 +61,11 @@ class DetectionDataModule(LoaderDataModule):
         self.val_annotations = val_annotations
         self.image_size = image_size
         self.augment = augment
+        if close_mosaic < 0:
+            raise ValueError(f"close_mosaic must be >= 0 epochs, got {close_mosaic}")
+        if close_mosaic and augment != "mosaic":
+            raise ValueError(f"close_mosaic={close_mosaic} needs augment: mosaic (augment is {augment!r})")
+        self.close_mosaic = close_mosaic
         self.missing = missing
         self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
         self.std = tuple(std) if std is not None else IMAGENET_STD

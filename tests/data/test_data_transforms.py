@@ -6,6 +6,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+from albumentations.pytorch import ToTensorV2
 
 from data_helpers import save_rgb, write_coco
 from detector.data.coco import CocoDetection, detection_collate, worker_init_fn
@@ -30,9 +31,15 @@ def scene() -> tuple[np.ndarray, np.ndarray, list[list[float]], list[int]]:
 def test_boxes_stay_on_their_pixels(pipeline: str) -> None:
     """Every transform moves the mask (the drawn rectangles) and the boxes together."""
     image, mask, boxes, labels = scene()
+    extra = {}
+    if pipeline == "mosaic":
+        # The other three cells: the same scene with labels 3..8, so every label marks one rectangle.
+        extra["mosaic_metadata"] = [
+            {"image": image, "mask": np.where(mask > 0, mask + 2 * k, 0).astype(np.uint8), "bboxes": boxes,
+             "labels": [label + 2 * k for label in labels]} for k in (1, 2, 3)]
     t = build_transforms(pipeline, SIZE, train=True, seed=1)
     for _ in range(40):
-        out = t(image=image, mask=mask, bboxes=boxes, labels=labels)
+        out = t(image=image, mask=mask, bboxes=boxes, labels=labels, **extra)
         assert out["image"].shape == (3, SIZE, SIZE) and out["image"].dtype == torch.float32
         m = out["mask"].numpy()
         for box, label in zip(out["bboxes"], out["labels"]):
@@ -137,3 +144,76 @@ def test_workers_do_not_repeat_each_others_randomness(tmp_path: Path) -> None:
     # And with the same loader seed, the workers' streams are repeatable.
     again = _first_items(dataset, worker_init_fn, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(items, again))
+
+
+# --- mosaic: the dataset supplies the other cells ---------------------------------------------------
+
+COLOURS = {1: (250, 30, 30), 2: (30, 250, 30), 3: (30, 30, 250), 4: (250, 250, 30)}
+
+
+def _coloured_dataset(tmp_path: Path, transform: A.Compose) -> CocoDetection:
+    """Four 60x80 images, each one solid colour with one box of its own label (image id = label)."""
+    (tmp_path / "img").mkdir(exist_ok=True)
+    images, anns = [], []
+    for i, colour in COLOURS.items():
+        save_rgb(tmp_path / "img" / f"{i}.png", np.full((60, 80, 3), colour, np.uint8))
+        images.append({"id": i, "file_name": f"{i}.png", "width": 80, "height": 60})
+        anns.append({"id": i, "image_id": i, "category_id": i, "bbox": [10 + i, 5 + i, 40, 30], "iscrowd": 0})
+    categories = [{"id": i, "name": f"c{i}"} for i in COLOURS]
+    return CocoDetection(tmp_path / "img", write_coco(tmp_path / "m.json", images, anns, categories), transform)
+
+
+def _plain_mosaic(seed: int = 0) -> A.Compose:
+    """Mosaic alone (no colour change) on a black canvas, so pixels tell which image they came from."""
+    return A.Compose([A.Mosaic(grid_yx=(2, 2), target_size=(60, 80), cell_shape=(60, 80), fill=0, p=1.0),
+                      ToTensorV2()],
+                     bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_width=1.0,
+                                              min_height=1.0), seed=seed)
+
+
+def test_mosaic_cells_come_from_other_images_with_their_boxes(tmp_path: Path) -> None:
+    np.random.seed(0)
+    dataset = _coloured_dataset(tmp_path, _plain_mosaic())
+    mixed = 0
+    for index in range(len(dataset)):
+        for _ in range(5):
+            image, target = dataset[index]
+            pixels = image.permute(1, 2, 0).numpy()
+            assert image.shape == (3, 60, 80)
+            for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                inside = pixels[y1:y2, x1:x2].reshape(-1, 3)
+                # Every box lands on pixels of its own image's colour: boxes moved with their images.
+                assert len(inside) and (inside == COLOURS[label]).all(), (index, box, label)
+            mixed += len(set(target["labels"].tolist()) - {target["image_id"]}) > 0
+    assert mixed > 0  # other images' boxes do appear
+
+
+def test_mosaic_switched_off_leaves_each_image_alone_in_workers_too(tmp_path: Path) -> None:
+    dataset = _coloured_dataset(tmp_path, _plain_mosaic())
+    assert dataset.mosaic_enabled
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1, persistent_workers=True,
+                                         collate_fn=detection_collate, worker_init_fn=worker_init_fn)
+
+    def epoch() -> list[tuple[int, set[int], bool]]:
+        out = []
+        for images, targets in loader:
+            colours = {tuple(c) for c in images[0].permute(1, 2, 0).reshape(-1, 3).tolist()}
+            own = {COLOURS[targets[0]["image_id"]]}
+            out.append((targets[0]["image_id"], set(targets[0]["labels"].tolist()), colours == own))
+        return out
+
+    first = [epoch() for _ in range(3)]
+    # On: some item shows another image's box or pixels.
+    assert any(labels != {image_id} or not alone for items in first for image_id, labels, alone in items)
+    dataset.set_mosaic(False)  # in the main process; the persistent worker must see it
+    assert not dataset.mosaic_enabled
+    for image_id, labels, alone in epoch():
+        assert labels == {image_id} and alone
+
+
+def test_mosaic_switch_needs_a_mosaic_step(tmp_path: Path) -> None:
+    dataset = _coloured_dataset(tmp_path, build_transforms("light", 32, train=True))
+    assert not dataset.mosaic_enabled
+    with pytest.raises(ValueError, match="no A.Mosaic"):
+        dataset.set_mosaic(True)
