@@ -9,6 +9,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from detector.modeling.boxes import BoxCoder, scale_boxes_to_image
+from detector.threads import single_threaded
 
 # The classification losses that train per-class sigmoid scores; the others ("softmax") score by a
 # softmax over background and classes.
@@ -34,6 +35,9 @@ class PostProcessor:
     3. One decode of the candidates and one ``torchvision.ops.batched_nms`` call for the whole batch
        (the group id is image * classes + class, so boxes of different images or classes never
        suppress each other), then the per-image cap and the rescale to the original size.
+
+    It runs on one thread (:func:`detector.threads.single_threaded`): its ops are too small to gain
+    from more.
 
     The result equals torchvision's ``SSD.postprocess_detections`` + ``transform.postprocess`` with
     the same settings (tests compare against a per-image, per-class loop). Fewer, larger tensor ops
@@ -130,6 +134,18 @@ class PostProcessor:
             One dict per image: ``boxes`` FloatTensor[N, 4] xyxy, ``scores`` FloatTensor[N],
             ``labels`` Int64Tensor[N] in 1..C-1, sorted by descending score, ``N <= max_detections``.
         """
+        with single_threaded():
+            return self._detections(cls_logits, bbox_regression, anchors, input_size, image_sizes, anchor_levels)
+
+    def _detections(
+        self,
+        cls_logits: Tensor,
+        bbox_regression: Tensor,
+        anchors: Tensor,
+        input_size: tuple[int, int],
+        image_sizes: Sequence[tuple[int, int]] | None,
+        anchor_levels: Tensor | None,
+    ) -> list[dict[str, Tensor]]:
         batch, num_anchors, num_classes = cls_logits.shape
         num_fg = num_classes - 1
         image_idx, cand_anchor, class_idx, cand_scores = self.candidates(cls_logits)

@@ -153,3 +153,32 @@ def test_many_candidates_equal_loop():
     probs = cls_logits.softmax(-1)[..., 1:]
     assert (probs.topk(200, dim=1).values > 0.02).sum() > 1000
     assert_same(results, expected)
+
+
+def test_runs_on_one_thread_and_restores_the_count(anchors, monkeypatch):
+    """The ops run with torch's intra-op threads at 1 (they are too small to gain from more), the
+    detections are unchanged, and the caller's thread count is back afterwards, also after an error."""
+    import detector.modeling.postprocess as module  # batched_nms as the module sees it
+
+    seen = []
+    real_nms = module.batched_nms
+
+    def recording_nms(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_nms(*args, **kwargs)
+
+    monkeypatch.setattr(module, "batched_nms", recording_nms)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cls_logits, bbox_regression = random_outputs(len(anchors), seed=3)
+        post = PostProcessor(BoxCoder(), score_threshold=0.05, nms_threshold=0.5, topk_candidates=50,
+                             max_detections=20)
+        results = post(cls_logits, bbox_regression, anchors, INPUT, SIZES)
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert_same(results, reference(cls_logits, bbox_regression, anchors, SIZES, 0.05, 0.5, 50, 20))
+        with pytest.raises((RuntimeError, IndexError)):
+            post(cls_logits, bbox_regression[:, :-1], anchors, INPUT, SIZES)  # mismatched anchors
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
