@@ -16,8 +16,8 @@ def single_threaded() -> Iterator[None]:
     For code made of small ops (pre- and post-processing around the network): split over threads,
     each op pays for waking the other threads (under ``OMP_WAIT_POLICY=PASSIVE`` they sleep) more
     than it saves, and on a loaded machine it also waits for a free core. Measured at 320 px, batch 1,
-    2 threads, quiet machine (``docs/benchmarks.md``, "Inference speed"): post-processing of 300
-    candidates 1.24 -> 0.83 ms, normalising a 1280x720 frame 0.78 -> 0.50 ms.
+    2 threads, quiet machine (``docs/benchmarks.md``, "Pre- and post-processing on one thread"):
+    post-processing of 300 candidates 1.24 -> 0.83 ms, normalising a 1280x720 frame 0.78 -> 0.50 ms.
     ``torch.set_num_threads`` is process-wide, so another thread running torch at the same moment
     also runs on one thread until the block ends (about a millisecond).
     """

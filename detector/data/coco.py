@@ -366,7 +366,8 @@ class CocoDetection(torch.utils.data.Dataset):
         """For every ``A.Mosaic`` step, its metadata key -> the other cells' items: ``rows x cols - 1``
         images drawn at random from the dataset (as Ultralytics' mosaic draws them),
         each ``{"image", "bboxes", "labels"}``. An unreadable draw is left out (warned and counted);
-        Mosaic then repeats the primary image in its cell."""
+        Mosaic then repeats the primary image in its cell. The images are read before the step draws
+        whether it applies, so a ``p`` below 1 still reads them for every item."""
         enabled = self.mosaic_enabled
         metadata: dict[str, list[dict[str, Any]]] = {}
         for mosaic, p in zip(self._mosaics, self._mosaic_p):

@@ -29,7 +29,7 @@ class DetectionDataModule(LoaderDataModule):
         augment: training pipeline, ``ssd`` | ``ssdlite`` | ``light`` | ``mosaic`` | ``none``
             (:func:`detector.data.transforms.build_transforms`).
         close_mosaic: with ``augment: mosaic``, train the last this many epochs without the mosaic
-            (Ultralytics' ``close_mosaic``; :class:`detector.training.callbacks.CloseMosaic` switches it).
+            (Ultralytics' ``close_mosaic``; :class:`detector.training.mosaic.CloseMosaic` switches it).
         seed: base seed of the augmentation pipelines (workers derive their own).
         missing: ``skip`` (listed images that are absent are left out, named and counted; more than
             half absent stops the run) or ``error`` (any absent image stops it).

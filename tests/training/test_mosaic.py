@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from lightning.pytorch import Callback
@@ -23,7 +24,7 @@ class RecordMosaic(Callback):
     def __init__(self) -> None:
         self.seen: dict[int, set[bool]] = {}
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self.seen.setdefault(trainer.current_epoch, set()).add(trainer.datamodule.train_dataset.mosaic_enabled)
 
 
