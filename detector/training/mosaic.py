@@ -56,11 +56,9 @@ class CloseMosaic(pl.Callback):
 
 
 def _train_dataset(trainer: pl.Trainer) -> Any:
-    datamodule = getattr(trainer, "datamodule", None)
-    dataset = getattr(datamodule, "train_dataset", None)
-    if dataset is None:
-        loader = trainer.train_dataloader
-        dataset = getattr(loader, "dataset", None)
-    if dataset is None or not hasattr(dataset, "set_mosaic"):
-        raise TypeError("CloseMosaic needs a training dataset with set_mosaic (detector.data.coco.CocoDetection)")
+    """The training set of the run's DataModule (:class:`detector.training.datamodule.DetectionDataModule`)."""
+    dataset = getattr(getattr(trainer, "datamodule", None), "train_dataset", None)
+    if not hasattr(dataset, "set_mosaic"):
+        raise TypeError("CloseMosaic needs a DataModule whose train_dataset has set_mosaic "
+                        "(detector.data.coco.CocoDetection)")
     return dataset
