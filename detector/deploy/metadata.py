@@ -12,7 +12,7 @@ key                   value
 ``mean``, ``std``     RGB normalisation in 0..1 (input = ``(pixels / 255 - mean) / std``)
 ``with_nms``          ``true``: outputs are final detections; ``false``: raw head outputs
 ``config``            the ``build_model`` config of the exported model (the recipe)
-``feature_sizes``     ``[[h, w], ...]`` of the six maps the heads read
+``feature_sizes``     ``[[h, w], ...]`` of the maps the heads read (six, or seven)
 ``box_coder_weights`` ``[10, 10, 5, 5]``
 ``postprocess``       ``{"score_threshold", "nms_threshold", "topk_candidates", "max_detections",
                       "classification"}``: the decoding settings (baked into the graph when ``with_nms``)

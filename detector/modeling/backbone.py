@@ -15,6 +15,8 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.03
 # Block 14 is the first inverted residual at stride 32; its 1x1 expansion still runs at stride 16.
 _TAP_BLOCK = 14
+# Block 7 is the first at stride 16; its expansion runs at stride 8 (the optional C3 tap).
+_C3_TAP_BLOCK = 7
 
 
 class MobileNetV2Backbone(nn.Module):
@@ -26,13 +28,17 @@ class MobileNetV2Backbone(nn.Module):
     ``taps="blocks"`` (mmdetection's ``out_indices=(4, 7)``): ``C4`` is block 13's output,
     ``[B, 96, 20, 20]``; ``C5`` the same final conv.
 
+    ``stride8=True`` adds a first output ``C3`` at stride 8, for objects smaller than C4's 16-pixel
+    cells (YOLO's P3): block 7's expansion, ``[B, 192, 40, 40]`` (``taps="expansion"``), or block 6's
+    output, ``[B, 32, 40, 40]`` (``taps="blocks"``). The layers are the same; only what is read differs.
+
     Parameter names equal torchvision's (``features.*``), so its state dicts load unchanged.
     """
 
     imagenet_weights = MobileNet_V2_Weights.IMAGENET1K_V1
 
     def __init__(self, width_mult: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM,
-                 taps: str = "expansion") -> None:
+                 taps: str = "expansion", stride8: bool = False) -> None:
         super().__init__()
         if taps not in ("expansion", "blocks"):
             raise ValueError(f"taps must be 'expansion' or 'blocks', got {taps!r}")
@@ -40,17 +46,27 @@ class MobileNetV2Backbone(nn.Module):
         self.features = mobilenet_v2(weights=None, width_mult=width_mult, norm_layer=norm_layer).features
         self.width_mult = width_mult
         self.taps = taps
+        self.stride8 = stride8
+
+    def _tap(self, x: Tensor, start: int, block_index: int) -> tuple[Tensor, Tensor]:
+        """Run blocks ``start`` .. ``block_index`` on ``x``; return the tap and the block's output."""
+        x = self.features[start:block_index](x)
+        if self.taps == "blocks":
+            return x, self.features[block_index](x)
+        block = self.features[block_index].conv  # no residual: the block has stride 2
+        tap = block[0](x)
+        return tap, block[1:](tap)
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """``images`` ``[B, 3, H, W]`` -> ``[C4, C5]`` feature maps."""
-        x = self.features[:_TAP_BLOCK](images)
-        if self.taps == "blocks":
-            return [x, self.features[_TAP_BLOCK:](x)]
-        block = self.features[_TAP_BLOCK].conv  # no residual: the block has stride 2
-        c4 = block[0](x)
-        x = block[1:](c4)
-        c5 = self.features[_TAP_BLOCK + 1 :](x)
-        return [c4, c5]
+        """``images`` ``[B, 3, H, W]`` -> ``[C4, C5]`` (``[C3, C4, C5]`` with ``stride8``) feature maps."""
+        maps = []
+        x, start = images, 0
+        if self.stride8:
+            c3, x = self._tap(x, 0, _C3_TAP_BLOCK)
+            maps.append(c3)
+            start = _C3_TAP_BLOCK + 1
+        c4, x = self._tap(x, start, _TAP_BLOCK)
+        return [*maps, c4, self.features[_TAP_BLOCK + 1 :](x)]
 
 
 class MobileNetV3Backbone(nn.Module):
@@ -92,15 +108,18 @@ BACKBONES = ("mobilenet_v2", "mobilenet_v3_large")
 
 
 def build_backbone(name: str = "mobilenet_v2", width_mult: float = 1.0, bn_eps: float = BN_EPS,
-                   reduced_tail: bool = False, taps: str = "expansion") -> MobileNetV2Backbone | MobileNetV3Backbone:
+                   reduced_tail: bool = False, taps: str = "expansion",
+                   stride8: bool = False) -> MobileNetV2Backbone | MobileNetV3Backbone:
     """The backbone called ``name`` (one of :data:`BACKBONES`); ``reduced_tail`` is MobileNetV3's
-    option, ``taps`` MobileNetV2's."""
+    option, ``taps`` and ``stride8`` MobileNetV2's."""
     if name == "mobilenet_v2":
         if reduced_tail:
             raise ValueError("reduced_tail is a MobileNetV3 option; mobilenet_v2 has no reduced tail")
-        return MobileNetV2Backbone(width_mult=width_mult, bn_eps=bn_eps, taps=taps)
+        return MobileNetV2Backbone(width_mult=width_mult, bn_eps=bn_eps, taps=taps, stride8=stride8)
     if taps != "expansion":
         raise ValueError(f"taps={taps!r} is a MobileNetV2 option; {name} taps C4's expansion")
+    if stride8:
+        raise ValueError(f"stride8_level is a MobileNetV2 option; {name} has no stride-8 tap")
     if name == "mobilenet_v3_large":
         return MobileNetV3Backbone(width_mult=width_mult, reduced_tail=reduced_tail, bn_eps=bn_eps)
     raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")

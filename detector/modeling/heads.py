@@ -60,7 +60,7 @@ class SSDLiteHead(nn.Module):
         return x.permute(0, 2, 3, 1).reshape(batch, -1, width)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Six maps -> ``cls_logits [B, A, num_classes]``, ``bbox_regression [B, A, 4]``."""
+        """One map per level -> ``cls_logits [B, A, num_classes]``, ``bbox_regression [B, A, 4]``."""
         cls = [self._flatten(head(f), self.num_classes) for head, f in zip(self.cls_heads, features)]
         box = [self._flatten(head(f), 4) for head, f in zip(self.box_heads, features)]
         return torch.cat(cls, dim=1), torch.cat(box, dim=1)

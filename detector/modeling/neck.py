@@ -38,9 +38,11 @@ def extra_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class SSDLiteNeck(nn.Module):
-    """Appends four extra blocks to the backbone's ``[C4, C5]``, giving six maps.
+    """Appends four extra blocks to the backbone's ``[C4, C5]``, giving six maps (seven after
+    ``[C3, C4, C5]``).
 
-    At 320x320 input the maps are 20, 10, 5, 3, 2, 1 pixels square (19, 10, 5, 3, 2, 1 at 300).
+    At 320x320 input the maps are 20, 10, 5, 3, 2, 1 pixels square (19, 10, 5, 3, 2, 1 at 300; C3
+    adds 40).
     """
 
     def __init__(self, in_channels: Sequence[int], width_mult: float = 1.0) -> None:
@@ -54,7 +56,7 @@ class SSDLiteNeck(nn.Module):
         self.extra = nn.ModuleList(blocks)
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:
-        """``[C4, C5]`` -> six maps, finest first."""
+        """The backbone's maps, then the four extra blocks' (the last map each one's input), finest first."""
         maps = list(features)
         x = maps[-1]
         for block in self.extra:
@@ -64,7 +66,7 @@ class SSDLiteNeck(nn.Module):
 
 
 class FPNLiteNeck(nn.Module):
-    """SSDLite's six maps fused top-down, FPN-lite style.
+    """SSDLite's maps (six, or seven with C3) fused top-down, FPN-lite style.
 
     Each level gets a 1x1 lateral conv to ``fpn_channels``; from the coarsest level down, the
     upsampled (nearest) coarser output is added to the lateral, then smoothed by a

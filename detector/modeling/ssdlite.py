@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "backbone": "mobilenet_v2",  # or "mobilenet_v3_large" (torchvision's SSDLite)
     "reduced_tail": False,  # MobileNetV3's halved last stage
     "backbone_taps": "expansion",  # MobileNetV2: "expansion" (TF) or "blocks" (mmdetection)
+    "stride8_level": False,  # MobileNetV2: a seventh, first level at stride 8 (C3), for small objects
     "width_mult": 1.0,
     "neck": "ssdlite",
     "image_size": 320,
@@ -218,6 +219,11 @@ def resolve_config(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overr
     return config
 
 
+def num_levels(config: dict[str, Any]) -> int:
+    """Feature levels of a recipe: SSDLite's six (C4, C5, four extra blocks), seven with ``stride8_level``."""
+    return 7 if config["stride8_level"] else 6
+
+
 def build_anchor_generator(config: dict[str, Any]) -> DefaultBoxGenerator:
     """The default boxes of a recipe (a ``model.config``; missing keys take ``DEFAULTS``).
 
@@ -226,7 +232,7 @@ def build_anchor_generator(config: dict[str, Any]) -> DefaultBoxGenerator:
     """
     config = resolve_config(config)
     return DefaultBoxGenerator(
-        num_levels=6,
+        num_levels=num_levels(config),
         min_scale=config["min_scale"],
         max_scale=config["max_scale"],
         aspect_ratios=config["aspect_ratios"],
@@ -270,7 +276,8 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
         preset: a name from ``PRESETS`` (``"ssdlite_mobilenetv2"``, ``"ssdlite_fpn_mobilenetv2"``) or a
             config dict (as saved in ``model.config``).
         **overrides: any key of ``DEFAULTS``, e.g. ``num_classes`` (background included),
-            ``width_mult``, ``neck`` (``"ssdlite"`` | ``"fpn"``), ``image_size``,
+            ``width_mult``, ``neck`` (``"ssdlite"`` | ``"fpn"``), ``image_size``, ``stride8_level``
+            (a first level at stride 8, MobileNetV2's C3, for small objects),
             ``pretrained_backbone`` (``"none"`` | ``"imagenet"`` | path to a state dict); the
             training recipe: ``classification`` (``"softmax"`` | ``"focal"`` | ``"varifocal"`` |
             ``"quality_focal"``), ``assigner`` (``"iou"`` at ``iou_threshold`` | ``"atss"`` with
@@ -284,7 +291,8 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
     """
     config = resolve_config(preset, **overrides)
     backbone = build_backbone(config["backbone"], width_mult=config["width_mult"], bn_eps=config["bn_eps"],
-                              reduced_tail=config["reduced_tail"], taps=config["backbone_taps"])
+                              reduced_tail=config["reduced_tail"], taps=config["backbone_taps"],
+                              stride8=config["stride8_level"])
     if config["pretrained_backbone"] not in (None, "", "none"):
         load_backbone_weights(backbone, str(config["pretrained_backbone"]))
     with torch.no_grad():

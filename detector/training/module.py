@@ -53,6 +53,9 @@ class DetectorModule(TrainingModule):
             scratch, where a constant decay averages in the first steps' far-off weights.
         channels_last: run the network in channels-last memory format (about 1.3x faster training
             on the CPU here; measure on your hardware).
+        stride8_level: add a first feature level at stride 8 (MobileNetV2's C3; seven levels instead
+            of six) for objects smaller than the 16-pixel cells of C4. It changes the network: more
+            compute and anchors (see ``build_model``).
         min_scale, max_scale, reduce_boxes_in_lowest_layer: default boxes (see
             ``detector.modeling.anchors.DefaultBoxGenerator``); unset keeps the preset's (TF SSDLite's).
         iou_threshold: anchor-to-box IoU from which an anchor is a positive (unset: the preset's 0.5),
@@ -95,6 +98,7 @@ class DetectorModule(TrainingModule):
         ema_warmup_steps: int = 0,
         eval_backend: str = "pycocotools",
         channels_last: bool = False,
+        stride8_level: bool = False,
         min_scale: float | None = None,
         max_scale: float | None = None,
         reduce_boxes_in_lowest_layer: bool | None = None,
@@ -117,6 +121,7 @@ class DetectorModule(TrainingModule):
             image_size=image_size,
             pretrained_backbone=pretrained_backbone,
             classification=classification,
+            stride8_level=stride8_level,
             min_scale=min_scale,
             max_scale=max_scale,
             reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,

@@ -316,6 +316,21 @@ def test_every_anchor_option_reaches_the_onnx_runner(tmp_path):
     assert torch.equal(runner.anchors, model.anchors)
 
 
+def test_stride8_level_exports_and_its_anchors_reach_the_runner(tmp_path):
+    """A seven-level model exports; the runner rebuilds its 7-level anchors from the metadata alone."""
+    model = random_model(width_mult=0.35, stride8_level=True)
+    assert model.feature_sizes[0] == (SIZE // 8, SIZE // 8)
+    result = export_onnx(model, LabelMap((1, 2), ("a", "b")), tmp_path / "s8.onnx", verify=False)
+    runner = load_onnx_runner(result.path, num_threads=1)
+    assert torch.equal(runner.anchors, model.anchors) and torch.equal(runner.anchor_levels, model.anchor_levels)
+    x = normalise([f for f, _ in synthetic_frames(1, seed=4)], model.mean, model.std)
+    ort_cls, ort_box = create_session(result.path, num_threads=1).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        cls_logits, bbox_regression = model(x)
+    np.testing.assert_allclose(ort_cls, cls_logits.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ort_box, bbox_regression.numpy(), rtol=0, atol=1e-4)
+
+
 @pytest.mark.skipif("topk_per" not in DEFAULTS, reason="no topk_per option in this version")
 def test_nms_graph_refuses_post_processing_it_does_not_implement(tmp_path):
     """The in-graph NMS does top-k per class and keeps every box size: any other setting is refused,

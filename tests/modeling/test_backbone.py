@@ -168,3 +168,32 @@ def test_bad_paths(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="features"):
         load_backbone_weights(MobileNetV2Backbone(0.35), str(path))
+
+
+@pytest.mark.parametrize("taps, block, module, channels", [
+    ("expansion", 7, "conv.0", 192),  # block 7's expansion 1x1, 32 * 6 channels, still at stride 8
+    ("blocks", 6, "", 32),  # block 6's output
+])
+def test_stride8_tap_is_torchvision_layer_output(tmp_path, images, tv_models, taps, block, module, channels):
+    """C3 is the named torchvision layer's output (a forward hook), and C4, C5 do not change."""
+    tv, _ = tv_models
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    with_c3, without = MobileNetV2Backbone(1.0, taps=taps, stride8=True), MobileNetV2Backbone(1.0, taps=taps)
+    for backbone in (with_c3, without):
+        load_backbone_weights(backbone, str(tmp_path / "tv.pth"))
+    hooked = {}
+    layer = tv.features[block].get_submodule(module) if module else tv.features[block]
+    hook = layer.register_forward_hook(lambda m, i, o: hooked.__setitem__("c3", o))
+    with torch.no_grad():
+        tv(images)
+    hook.remove()
+    c3, c4, c5 = run(with_c3, images)
+    assert c3.shape == (2, channels, 96 // 8, 96 // 8)
+    torch.testing.assert_close(c3, hooked["c3"], atol=1e-6, rtol=0)
+    for a, b in zip((c4, c5), run(without, images)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_stride8_level_is_a_mobilenet_v2_option():
+    with pytest.raises(ValueError, match="stride8_level"):
+        build_model(num_classes=3, image_size=128, backbone="mobilenet_v3_large", stride8_level=True)

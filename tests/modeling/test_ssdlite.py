@@ -46,6 +46,38 @@ def test_anchor_count_at_320(reduce, expected):
     assert cls_logits.shape == (1, expected, 3) and bbox.shape == (1, expected, 4)
 
 
+@pytest.mark.parametrize("neck", ["ssdlite", "fpn"])
+def test_stride8_level_adds_a_first_level(neck):
+    """Seven levels at 320: C3's 40x40 first (three boxes per cell, the lowest-layer rule moves with
+    it), then the usual six: 40*40*3 + (20*20 + 10*10 + 5*5 + 3*3 + 2*2 + 1) * 6 = 4800 + 3234."""
+    model = build_model(num_classes=3, width_mult=0.35, image_size=320, neck=neck, stride8_level=True).eval()
+    assert model.feature_sizes == [(40, 40), (20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    assert model.anchors.shape == (8034, 4)
+    assert model.anchor_generator.num_anchors_per_location() == [3, 6, 6, 6, 6, 6, 6]
+    assert (model.anchor_levels == 0).sum() == 4800
+    # The first level's boxes sit on the 8-pixel grid.
+    first = model.anchors[model.anchor_levels == 0]
+    centres = (first[:, :2] + first[:, 2:]) / 2
+    assert torch.allclose(centres[::3][:2], torch.tensor([[4.0, 4.0], [12.0, 4.0]]))
+    with torch.no_grad():
+        cls_logits, bbox = model(torch.zeros(1, 3, 320, 320))
+    assert cls_logits.shape == (1, 8034, 3) and bbox.shape == (1, 8034, 4)
+
+
+def test_stride8_level_trains_its_small_box_on_the_first_level():
+    """A 6x6 box at 128 px: its positives are on the stride-8 level (gradients reach C3's head)."""
+    torch.manual_seed(0)
+    model = build_model(num_classes=3, width_mult=0.35, image_size=128, stride8_level=True, min_scale=0.05,
+                        iou_threshold=0.3).train()
+    targets = [{"boxes": torch.tensor([[60.0, 60.0, 66.0, 66.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    out = model.compute_loss(torch.randn(2, 3, 128, 128), targets)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss_box"].item() > 0
+    assert model.head.box_heads[0][-1].weight.grad.abs().sum() > 0  # the stride-8 level's box head
+    assert model.head.box_heads[1][-1].weight.grad.abs().sum() == 0  # C4's boxes are too large to match
+
+
 def test_defaults():
     config = resolve_config()
     assert config["num_classes"] == 91 and config["image_size"] == [320, 320]
