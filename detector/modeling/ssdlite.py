@@ -16,7 +16,7 @@ from detector.modeling.boxes import BoxCoder
 from detector.modeling.heads import SSDLiteHead
 from detector.modeling.loss import MultiBoxLoss
 from detector.modeling.matching import SSDMatcher
-from detector.modeling.neck import build_neck
+from detector.modeling.neck import EXTRA_CHANNELS, build_neck
 from detector.modeling.postprocess import PostProcessor
 
 # The recipe of each named model; build_model's keyword arguments override any entry.
@@ -220,8 +220,9 @@ def resolve_config(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overr
 
 
 def num_levels(config: dict[str, Any]) -> int:
-    """Feature levels of a recipe: SSDLite's six (C4, C5, four extra blocks), seven with ``stride8_level``."""
-    return 7 if config["stride8_level"] else 6
+    """Feature levels of a recipe, known before any network is built (the ONNX runner has only the
+    config): the backbone's taps (C4, C5, and C3 with ``stride8_level``), then one per extra block."""
+    return (3 if config["stride8_level"] else 2) + len(EXTRA_CHANNELS)
 
 
 def build_anchor_generator(config: dict[str, Any]) -> DefaultBoxGenerator:
