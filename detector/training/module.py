@@ -58,6 +58,10 @@ class DetectorModule(TrainingModule):
             compute and anchors (see ``build_model``).
         min_scale, max_scale, reduce_boxes_in_lowest_layer: default boxes (see
             ``detector.modeling.anchors.DefaultBoxGenerator``); unset keeps the preset's (TF SSDLite's).
+        anchor_scales: explicit default-box scales, one per level plus the last level's upper scale
+            (fractions of the input side, as mmdetection's ``min_sizes`` and last ``max_size``);
+            replaces ``min_scale``/``max_scale``'s even spread, e.g. to give the stride-8 level of
+            ``stride8_level`` its own small scale and keep the six usual levels' scales.
         iou_threshold: anchor-to-box IoU from which an anchor is a positive (unset: the preset's 0.5),
             with ``assigner: iou``.
 
@@ -102,6 +106,7 @@ class DetectorModule(TrainingModule):
         min_scale: float | None = None,
         max_scale: float | None = None,
         reduce_boxes_in_lowest_layer: bool | None = None,
+        anchor_scales: list[float] | None = None,
         iou_threshold: float | None = None,
         assigner: str = "iou",
         atss_topk: int | None = None,
@@ -125,6 +130,7 @@ class DetectorModule(TrainingModule):
             min_scale=min_scale,
             max_scale=max_scale,
             reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
+            anchor_scales=anchor_scales,
             iou_threshold=iou_threshold,
             assigner=assigner,
             atss_topk=atss_topk,

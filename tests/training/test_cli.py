@@ -98,6 +98,34 @@ def test_anchor_and_matching_options_reach_the_model_and_its_checkpoint(tiny_coc
     assert rebuilt.criterion.matcher.iou_threshold == 0.3
 
 
+
+def test_explicit_anchor_scales_reach_the_stride8_level_and_the_checkpoint(tiny_coco: Path, tmp_path: Path) -> None:
+    from detector import save_checkpoint
+
+    # Seven levels with stride8_level: eight scales, the stride-8 level's own small one first.
+    scales = [0.04, 0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]
+    cli = main(tiny_args(tiny_coco, tmp_path / "run", **{"model.stride8_level": True,
+                                                         "model.reduce_boxes_in_lowest_layer": False,
+                                                         "model.anchor_scales": str(scales)}), run=False)
+    model = cli.model.model
+    assert len(model.feature_sizes) == 7
+    # The first box of each level is the square of that level's scale on its first cell (128 px image).
+    start = 0
+    for level, ((height, width), scale) in enumerate(zip(model.feature_sizes, scales)):
+        cell, side = 128 / width, scale * 128
+        expected = torch.tensor([cell / 2 - side / 2, cell / 2 - side / 2, cell / 2 + side / 2, cell / 2 + side / 2])
+        torch.testing.assert_close(model.anchors[start], expected, msg=f"level {level}")
+        start += 6 * height * width
+    assert start == model.anchors.shape[0]
+    save_checkpoint(tmp_path / "m.ckpt", model, cli.model.label_map)
+    rebuilt, _ = load_checkpoint(tmp_path / "m.ckpt")
+    torch.testing.assert_close(rebuilt.anchors, model.anchors, rtol=0, atol=0)
+    # Six scales for seven levels: refused, naming the option.
+    with pytest.raises(ValueError, match="scales: one per level"):
+        main(tiny_args(tiny_coco, tmp_path / "bad", **{"model.stride8_level": True,
+                                                       "model.anchor_scales": str(scales[1:])}), run=False)
+
+
 DETECTION_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("classifier_"))
 
 
