@@ -98,7 +98,6 @@ def test_anchor_and_matching_options_reach_the_model_and_its_checkpoint(tiny_coc
     assert rebuilt.criterion.matcher.iou_threshold == 0.3
 
 
-
 def test_explicit_anchor_scales_reach_the_stride8_level_and_the_checkpoint(tiny_coco: Path, tmp_path: Path) -> None:
     from detector import save_checkpoint
 
