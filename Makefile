@@ -39,3 +39,18 @@ $(YOLO_STAMP):
 	touch $(YOLO_STAMP)
 
 yolo-env: $(YOLO_STAMP)
+
+# TensorFlow, for tools/tf_equivalence.py only (issue #31): runs TF Object Detection API frozen graphs
+# so the conversion can be compared number by number. Never a dependency of the project.
+TF_VENV := .venv-tf
+TF_STAMP := $(TF_VENV)/.installed
+
+.PHONY: tf-env
+
+$(TF_STAMP):
+	test -x $(TF_VENV)/bin/python || $(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/python -m pip install --upgrade pip >/dev/null
+	$(TF_VENV)/bin/python -m pip install tensorflow-cpu==2.21.0
+	touch $(TF_STAMP)
+
+tf-env: $(TF_STAMP)

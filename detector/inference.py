@@ -16,6 +16,7 @@ The work is split in three steps; only the middle one depends on the backend:
 
        runner(images: FloatTensor[B, 3, H, W], image_sizes: Sequence[(h, w)] | None = None) -> list[dict]
        runner.image_size  (H, W);  runner.mean, runner.std  (RGB, 0..1);  runner.device
+       runner.resize  (optional: "opencv", the default, or "tf_bilinear"; see ImagePreprocessor)
 
    ``images`` are normalised with the runner's mean/std, on ``runner.device`` (the ONNX runner
    copies them to the CPU). Each of the ``B`` dicts holds ``"boxes"`` FloatTensor[N, 4] xyxy in the
@@ -151,6 +152,7 @@ class TorchRunner:
             self.post_processor.max_detections = int(max_detections)
         self.image_size = tuple(model.image_size)
         self.mean, self.std = tuple(model.mean), tuple(model.std)
+        self.resize = str(model.config.get("resize", "opencv"))
 
     @property
     def device(self) -> torch.device:
@@ -256,7 +258,8 @@ class Predictor:
         self.runner = runner
         self.label_map = label_map
         self.device = torch.device(runner.device)
-        self._preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, self.device)
+        self._preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, self.device,
+                                             resize=getattr(runner, "resize", "opencv"))
         self.image_size, self.mean, self.std = self._preprocess.image_size, self._preprocess.mean, self._preprocess.std
         self.score_threshold = float(score_threshold)
         self.max_detections = max_detections

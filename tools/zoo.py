@@ -25,7 +25,8 @@ def list_models() -> None:
         height, width = model.input_size
         cached = ("shipped" if model.packaged else "yes") if model.cache_path.is_file() else f"no ({model.cache_path})"
         size = "?" if model.file_size_mb is None else f"{model.file_size_mb:.1f}"
-        print(f"| {model.name} | {model.source} | {model.box_ap:.1f} | {model.ap_on} | {height}x{width} | {size} "
+        ap = "-" if model.box_ap is None else f"{model.box_ap:.1f}"
+        print(f"| {model.name} | {model.source} | {ap} | {model.ap_on} | {height}x{width} | {size} "
               f"| {cached} |")
 
 

@@ -198,10 +198,12 @@ class NmsExportModule(nn.Module):
     def __init__(self, model: SSDLite) -> None:
         super().__init__()
         pp = model.post_processor
-        unsupported = {k: v for k, v in (("topk_per", "class"), ("min_box_size", None)) if getattr(pp, k, v) != v}
+        implemented = (("topk_per", "class"), ("min_box_size", None), ("clip_before_nms", True))
+        unsupported = {k: v for k, v in implemented if getattr(pp, k, v) != v}
         if unsupported:
             # Better refused than a graph that silently decodes otherwise than the model.
-            raise ValueError(f"the NMS graph implements top-k per class and no minimum box size; this model has "
+            raise ValueError(f"the NMS graph implements top-k per class, no minimum box size and clipping before "
+                             f"NMS; this model has "
                              f"{unsupported}: export without --with-nms (the runner then post-processes it exactly)")
         self.model = model
         self.postprocess = InGraphPostProcess(

@@ -89,6 +89,11 @@ class ExportedRunner:
     def std(self) -> tuple[float, ...]:
         return self.info.std
 
+    @property
+    def resize(self) -> str:
+        """The input resize the model expects (``detector.deploy.preprocess.RESIZES``)."""
+        return str(self.info.config.get("resize", "opencv"))
+
 
 class OnnxRunner(ExportedRunner):
     """The ONNX Runtime backend, following :mod:`detector.inference`'s runner contract (``device`` is

@@ -79,7 +79,8 @@ class ImageCalibrationReader:
         self.batch_size = int(batch_size)
         self.progress = progress
         # The Predictor's own pre-processing, so calibration sees exactly what inference feeds.
-        self._preprocess = ImagePreprocessor(info.image_size, info.mean, info.std)
+        self._preprocess = ImagePreprocessor(info.image_size, info.mean, info.std,
+                                             resize=str(info.config.get("resize", "opencv")))
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
         self._bar: Any = None
 

@@ -43,6 +43,11 @@ class PostProcessor:
     the same settings (tests compare against a per-image, per-class loop). Fewer, larger tensor ops
     are the point: at a few hundred candidates the cost is per-op overhead, not arithmetic.
 
+    ``clip_before_nms``: boxes are clipped to the input before NMS (torchvision, mmdetection) or, with
+    ``False``, after it (TF's Object Detection API: NMS compares the unclipped boxes, then clips them
+    and drops those left with no area when ``min_box_size=0``). The two keep different boxes
+    where boxes cross the image border.
+
     ``classification`` names the loss the model was trained with: ``"softmax"`` gives softmax scores,
     every name of ``SIGMOID_CLASSIFICATIONS`` (``"focal"``, ``"varifocal"``, ``"quality_focal"``)
     sigmoid scores, and is kept as ``"focal"``: decoding differs only by the scoring, and ``"focal"``
@@ -59,6 +64,7 @@ class PostProcessor:
         classification: str = "softmax",
         topk_per: str = "class",
         min_box_size: float | None = None,
+        clip_before_nms: bool = True,
     ) -> None:
         if topk_per not in ("class", "level"):
             raise ValueError(f"topk_per must be 'class' or 'level', got {topk_per!r}")
@@ -70,6 +76,7 @@ class PostProcessor:
         self.classification = "focal" if classification in SIGMOID_CLASSIFICATIONS else classification
         self.topk_per = topk_per
         self.min_box_size = min_box_size
+        self.clip_before_nms = clip_before_nms
 
     def scores(self, cls_logits: Tensor) -> Tensor:
         """Foreground class probabilities ``[B, A, C - 1]`` from logits ``[B, A, C]``."""
@@ -164,15 +171,20 @@ class PostProcessor:
         codes = bbox_regression.reshape(-1, 4)[image_idx * num_anchors + cand_anchor].float()
         boxes = self.box_coder.decode(codes, anchors[cand_anchor])
         in_h, in_w = input_size
-        # clip_boxes_to_image's result in two ops instead of eight (this path is op-overhead bound).
-        boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([in_w, in_h, in_w, in_h]))
-        if self.min_box_size is not None:  # mmdetection drops boxes no larger than this after clipping
-            sizes = boxes[:, 2:] - boxes[:, :2]
-            valid = ((sizes[:, 0] > self.min_box_size) & (sizes[:, 1] > self.min_box_size)).nonzero().squeeze(1)
-            image_idx, class_idx, cand_scores = image_idx[valid], class_idx[valid], cand_scores[valid]
-            boxes, groups = boxes[valid], groups[valid]
-
-        kept = batched_nms(boxes, cand_scores, groups, self.nms_threshold)  # by descending score
+        limit = boxes.new_tensor([in_w, in_h, in_w, in_h])
+        if self.clip_before_nms:
+            # clip_boxes_to_image's result in two ops instead of eight (this path is op-overhead bound).
+            boxes = torch.minimum(boxes.clamp(min=0), limit)
+            if self.min_box_size is not None:  # mmdetection drops boxes no larger than this after clipping
+                valid = self._large_enough(boxes)
+                image_idx, class_idx, cand_scores = image_idx[valid], class_idx[valid], cand_scores[valid]
+                boxes, groups = boxes[valid], groups[valid]
+            kept = batched_nms(boxes, cand_scores, groups, self.nms_threshold)  # by descending score
+        else:
+            kept = batched_nms(boxes, cand_scores, groups, self.nms_threshold)
+            boxes = torch.minimum(boxes.clamp(min=0), limit)
+            if self.min_box_size is not None:  # TF's ClipToWindow: survivors left with no area go
+                kept = kept[self._large_enough(boxes[kept])]
         kept, kept_image, counts = self._cap_per_image(kept, image_idx, batch)
         out_boxes = boxes[kept]
         if image_sizes is not None:
@@ -184,6 +196,11 @@ class PostProcessor:
             {"boxes": b, "scores": s, "labels": l}
             for b, s, l in zip(out_boxes.split(counts), out_scores.split(counts), out_labels.split(counts))
         ]
+
+    def _large_enough(self, boxes: Tensor) -> Tensor:
+        """Indices of the ``boxes`` (xyxy) wider and taller than ``min_box_size``."""
+        sizes = boxes[:, 2:] - boxes[:, :2]
+        return ((sizes[:, 0] > self.min_box_size) & (sizes[:, 1] > self.min_box_size)).nonzero().squeeze(1)
 
     @staticmethod
     def _topk_per_group(scores: Tensor, groups: Tensor, num_groups: int, k: int) -> Tensor | None:

@@ -17,6 +17,7 @@ from detector.modeling.heads import SSDLiteHead
 from detector.modeling.loss import MultiBoxLoss
 from detector.modeling.matching import SSDMatcher
 from detector.modeling.neck import EXTRA_CHANNELS, build_neck
+from detector.modeling.padding import use_tf_same_padding
 from detector.modeling.postprocess import PostProcessor
 
 # The recipe of each named model; build_model's keyword arguments override any entry.
@@ -59,6 +60,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_box_size": 0.0,
         "max_detections": 200,
     },
+    # The TF Object Detection API's ssdlite_mobilenet_v2 (TF's model zoo ssdlite_mobilenet_v2_coco and its
+    # fine-tuned descendants; detector.zoo.tf_ssdlite converts their frozen graphs into it exactly).
+    "ssdlite_mobilenet_v2_tf": {
+        "neck": "ssdlite",
+        "image_size": 300,
+        "bn_eps": 0.001,
+        "padding": "tf_same",  # TF's SAME: strided convs pad 0 before, 1 after on even sides
+        "resize": "tf_bilinear",  # its graph resizes the float image with TF1's bilinear (no half-pixel offset)
+        "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 0.3333],  # its pipeline.config writes 1/3 as 0.3333
+        "classification": "focal",  # sigmoid scores, the background logit ignored
+        "score_threshold": 1e-8,
+        "nms_threshold": 0.6,
+        "topk_candidates": 100_000,  # TF caps nothing before NMS: every anchor is a candidate
+        "max_detections": 100,  # max_total_detections (and 100 per class, which cannot bind before it)
+        "clip_before_nms": False,  # its NMS compares unclipped boxes; ClipToWindow comes after
+        "min_box_size": 0.0,  # and drops the boxes it leaves with no area
+        "mean": [0.5, 0.5, 0.5],  # (2 / 255) * x - 1
+        "std": [0.5, 0.5, 0.5],
+    },
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -72,6 +92,8 @@ DEFAULTS: dict[str, Any] = {
     "image_size": 320,
     "pretrained_backbone": "none",
     "bn_eps": BN_EPS,
+    "padding": "symmetric",  # or "tf_same": TF's asymmetric SAME padding of strided convs (TF-trained weights)
+    "resize": "opencv",  # input resize at inference: cv2 INTER_LINEAR on uint8, or "tf_bilinear" (TF1's, float)
     "min_scale": 0.2,
     "max_scale": 0.95,
     "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 1.0 / 3.0],
@@ -95,9 +117,13 @@ DEFAULTS: dict[str, Any] = {
     "max_detections": 100,
     "topk_per": "class",  # top-k candidates per class (torchvision) or per level ("level", mmdetection)
     "min_box_size": None,  # drop boxes no larger than this (pixels, after clipping), as mmdetection
+    "clip_before_nms": True,  # False: NMS on the unclipped boxes, clipped after (TF's Object Detection API)
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
 }
+
+# The input resizes of detector.deploy.preprocess.ImagePreprocessor (the model's "resize").
+RESIZES = ("opencv", "tf_bilinear")
 
 # SSD's box coding weights (wx, wy, ww, wh): fixed by the recipe, not an option.
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -267,6 +293,7 @@ def build_post_processor(config: dict[str, Any]) -> PostProcessor:
         classification=config["classification"],
         topk_per=config["topk_per"],
         min_box_size=config["min_box_size"],
+        clip_before_nms=config["clip_before_nms"],
     )
 
 
@@ -279,7 +306,8 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
         **overrides: any key of ``DEFAULTS``, e.g. ``num_classes`` (background included),
             ``width_mult``, ``neck`` (``"ssdlite"`` | ``"fpn"``), ``image_size``, ``stride8_level``
             (a first level at stride 8, MobileNetV2's C3, for small objects),
-            ``pretrained_backbone`` (``"none"`` | ``"imagenet"`` | path to a state dict); the
+            ``pretrained_backbone`` (``"none"`` | ``"imagenet"`` | path to a state dict), ``padding``
+            (``"symmetric"`` | ``"tf_same"``), ``resize`` (``"opencv"`` | ``"tf_bilinear"``); the
             training recipe: ``classification`` (``"softmax"`` | ``"focal"`` | ``"varifocal"`` |
             ``"quality_focal"``), ``assigner`` (``"iou"`` at ``iou_threshold`` | ``"atss"`` with
             ``atss_topk``), ``box_loss`` (``"smooth_l1"`` | ``"giou"`` | ``"ciou"`` |
@@ -300,6 +328,13 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
         backbone_channels = [f.shape[1] for f in backbone.eval()(torch.zeros(1, 3, 64, 64))]
     backbone.train()
     neck = build_neck(config["neck"], backbone_channels, config["width_mult"])
+    if config["padding"] == "tf_same":
+        use_tf_same_padding(backbone)
+        use_tf_same_padding(neck)
+    elif config["padding"] != "symmetric":
+        raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {config['padding']!r}")
+    if config["resize"] not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {config['resize']!r}")
     anchor_generator = build_anchor_generator(config)
     box_coder = BoxCoder(BOX_CODER_WEIGHTS)
     criterion = MultiBoxLoss(

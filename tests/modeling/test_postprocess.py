@@ -182,3 +182,19 @@ def test_runs_on_one_thread_and_restores_the_count(anchors, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_nms_on_unclipped_boxes_as_tf_does():
+    """Two boxes crossing the left border: unclipped IoU 6000 / 14000 = 0.43, clipped 5000 / 9000 = 0.56.
+    At NMS 0.5 torchvision's order (clip, then NMS) drops the weaker one, TF's (NMS, then clip) keeps
+    both; a third box wholly outside the image has no area once clipped and goes with min_box_size=0."""
+    anchors = torch.tensor([[-50.0, 0, 50, 100], [-10, 0, 90, 100], [110, 0, 150, 100]])
+    codes = torch.zeros(1, 3, 4)  # boxes = anchors
+    logits = torch.tensor([[[0.0, 3.0], [0.0, 2.0], [0.0, 4.0]]])  # sigmoid scores 0.95, 0.88, 0.98
+    common = dict(score_threshold=0.1, nms_threshold=0.5, classification="focal")
+    clip_first = PostProcessor(BoxCoder(), **common)(logits, codes, anchors, (100, 100))[0]
+    assert clip_first["boxes"].tolist() == [[100, 0, 100, 100], [0, 0, 50, 100]]  # zero area kept, B suppressed
+    tf = PostProcessor(BoxCoder(), clip_before_nms=False, min_box_size=0.0, **common)(logits, codes, anchors,
+                                                                                     (100, 100))[0]
+    assert tf["boxes"].tolist() == [[0, 0, 50, 100], [0, 0, 90, 100]]
+    torch.testing.assert_close(tf["scores"], torch.sigmoid(torch.tensor([3.0, 2.0])))
