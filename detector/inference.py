@@ -51,6 +51,7 @@ from detector.deploy.onnx_runtime import OnnxRunner, open_session
 from detector.deploy.preprocess import ImageInput, ImagePreprocessor, to_rgb_array
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite
+from detector.slicing import Slicing, letterbox, merge_views
 
 __all__ = ["BACKENDS", "EXPORT_RUNTIMES", "ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn",
            "is_executorch_file", "is_onnx_file", "load_runner", "to_rgb_array"]
@@ -158,6 +159,10 @@ class TorchRunner:
     def device(self) -> torch.device:
         return self.model.anchors.device
 
+    @property
+    def max_detections(self) -> int:
+        return self.post_processor.max_detections
+
     def __call__(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
         with torch.inference_mode():
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -244,6 +249,9 @@ class Predictor:
         score_threshold: keep detections scoring at least this.
         classes: keep only these class names (``None``: all); unknown names raise ``ValueError``.
         max_detections: at most this many per image, best first (``None``: the runner's cap).
+        slicing: also run on overlapping tiles of each image and merge by NMS
+            (:class:`detector.slicing.Slicing`; ``None``: the whole image only).
+        letterbox: pad each image (or tile) to the input's aspect ratio instead of stretching it.
     """
 
     def __init__(
@@ -254,8 +262,12 @@ class Predictor:
         score_threshold: float = 0.0,
         classes: Iterable[str] | None = None,
         max_detections: int | None = None,
+        slicing: Slicing | None = None,
+        letterbox: bool = False,
     ) -> None:
         self.runner = runner
+        self.slicing = slicing
+        self.letterbox = bool(letterbox)
         self.label_map = label_map
         self.device = torch.device(runner.device)
         self._preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, self.device,
@@ -358,10 +370,34 @@ class Predictor:
         arrays = [to_rgb_array(im) for im in images]
         if not arrays:
             return []
-        outputs = self.runner(self.preprocess(arrays), [arr.shape[:2] for arr in arrays])
-        if len(outputs) != len(arrays):
-            raise RuntimeError(f"the runner returned {len(outputs)} results for {len(arrays)} images")
+        if self.slicing is None:
+            outputs = self._run_views(arrays)
+        else:
+            outputs = [self._sliced(array) for array in arrays]
         return [self._finish(out) for out in outputs]
+
+    def _run_views(self, views: Sequence[np.ndarray]) -> list[Mapping[str, Any]]:
+        """The runner on whole views (images or tiles), boxes in each view's pixels."""
+        if self.letterbox:  # padded at the bottom and right: boxes keep the view's coordinates
+            padded = [letterbox(view, self.image_size, self.mean) for view in views]
+            outputs = self.runner(self.preprocess(padded), [p.shape[:2] for p in padded])
+            outputs = [merge_views([out], [(0, 0, 0, 0)], view.shape[:2], 1.0, None)
+                       for out, view in zip(outputs, views)]  # clipped to the view; IoU 1.0 merges nothing
+        else:
+            outputs = self.runner(self.preprocess(views), [view.shape[:2] for view in views])
+        if len(outputs) != len(views):
+            raise RuntimeError(f"the runner returned {len(outputs)} results for {len(views)} images")
+        return outputs
+
+    def _sliced(self, image: np.ndarray) -> dict[str, Any]:
+        """One image's detections from its whole frame and its tiles, merged."""
+        assert self.slicing is not None
+        windows = self.slicing.windows(image.shape[0], image.shape[1], self.image_size)
+        views = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
+        outputs = self._run_views(views)
+        # The merged frame keeps as many as one view may (the runner's cap), or the user's.
+        cap = self.max_detections if self.max_detections is not None else getattr(self.runner, "max_detections", None)
+        return merge_views(outputs, windows, image.shape[:2], self.slicing.merge_iou, cap)
 
     def _finish(self, out: Mapping[str, Any]) -> dict[str, Any]:
         """Runner output (original pixels) -> the public result, filtered, with ids and names."""

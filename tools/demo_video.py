@@ -2,7 +2,7 @@
 
     python tools/demo_video.py --checkpoint CKPT --input VIDEO --output OUT.mp4
         [--score-threshold 0.4] [--classes car,truck,bus,person] [--backend torch|onnx|openvino]
-        [--track] [--max-frames N] [--device cpu|cuda]
+        [--track] [--max-frames N] [--device cpu|cuda] [--slice [--slice-size S|HxW]] [--letterbox]
 
 VIDEO is a video file, a folder of still frames (played at --fps), or a webcam index (0, 1...).
 Decoding, detection, drawing and encoding run frame by frame, so memory does not grow with the
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from detector.checkpoint import resolve_device
 from detector.inference import BACKENDS, Predictor
+from detector.slicing import add_view_arguments, view_options
 from detector.video.io import VideoReadError
 from detector.video.pipeline import DetectFn, run_video
 from detector.video.tracking import Tracker
@@ -45,16 +46,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-frames", type=int, help="stop after N frames (required for endless webcams)")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate of a frames folder (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_view_arguments(parser)
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be >= 1")
     return args
 
 
-def build_detect_fn(checkpoint: Path, backend: str, device: str) -> DetectFn:
-    """``frame -> {"boxes", "scores", "labels", "names"}`` from :class:`detector.inference.Predictor`."""
+def build_detect_fn(checkpoint: Path, backend: str, device: str, **options: object) -> DetectFn:
+    """``frame -> {"boxes", "scores", "labels", "names"}`` from :class:`detector.inference.Predictor`
+    (``options``: its slicing and letterbox)."""
     try:
-        predictor = Predictor.load(checkpoint, backend, device=resolve_device(device) if backend == "torch" else "cpu")
+        predictor = Predictor.load(checkpoint, backend, device=resolve_device(device) if backend == "torch" else "cpu",
+                                   **options)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         # e.g. a checkpoint that needs code to unpickle (refused), or an ONNX file without our metadata
         raise SystemExit(f"error: {err}") from err
@@ -64,7 +68,12 @@ def build_detect_fn(checkpoint: Path, backend: str, device: str) -> DetectFn:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    detect_fn = build_detect_fn(args.checkpoint, args.backend, args.device)
+    try:
+        options = view_options(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    detect_fn = build_detect_fn(args.checkpoint, args.backend, args.device, **options)
     tracker = Tracker(max_age=args.max_age, min_hits=args.min_hits) if args.track else None
     try:
         summary = run_video(args.input, args.output, detect_fn, classes=classes, score_threshold=args.score_threshold,

@@ -5,6 +5,7 @@ Run a model over a COCO-format set (writes the detections, then evaluates)::
     python tools/eval.py --checkpoint CKPT --images DIR --annotations FILE [--output metrics.json]
         [--detections-out dets.json] [--batch-size N] [--backend pycocotools|faster-coco-eval]
         [--backend torch|onnx|openvino] [--score-threshold F] [--max-detections N] [--plots DIR]
+        [--slice [--slice-size S|HxW] [--slice-overlap 0.2]] [--letterbox]
 
 ``--backend`` names the scorer (pycocotools, the default, or faster-coco-eval) and, for an exported
 ``.onnx`` checkpoint, the runtime (``onnx``: ONNX Runtime, the default; ``openvino``); give it twice
@@ -17,7 +18,9 @@ Evaluate an existing COCO results file (no model)::
 
 Prints the 12-line COCO summary and a per-class table and writes ``metrics.json`` (keys in
 :mod:`detector.evaluation.coco`). ``--plots DIR`` adds precision-recall curves and, when the images are
-known, a gallery of the worst and best images. The work is :func:`detector.evaluation.evaluate.evaluate_on_dataset`.
+known, a gallery of the worst and best images. The work is :func:`detector.evaluation.evaluate.evaluate_on_dataset`;
+with ``--slice`` or ``--letterbox`` (wide frames: :mod:`detector.slicing`) the model runs through the
+Predictor on each image at its own size (:func:`detector.evaluation.evaluate.evaluate_predictor_on_dataset`).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from detector.evaluation.coco import BACKENDS, CocoEvalRun, print_report, run_coco_eval
 from detector.files import atomic_write_text
+from detector.slicing import add_view_arguments
 
 # The model backends of the other tools (detector.inference.BACKENDS; not imported here, to keep
 # ``--detections`` free of torch).
@@ -54,6 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-threshold", type=float, help="keep detections above this score (default: the model's)")
     parser.add_argument("--max-detections", type=int, help="detections per image after NMS (default: the model's)")
     parser.add_argument("--plots", type=Path, help="folder for precision-recall curves and the image gallery")
+    add_view_arguments(parser)
     args = parser.parse_args(argv)
     if args.checkpoint is not None and args.images is None:
         parser.error("--checkpoint needs --images DIR")
@@ -85,11 +90,24 @@ def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
         raise ValueError(f"--backend {args.runtime} runs an exported .onnx file and {args.checkpoint} is not one "
                          "(export it with tools/export.py)")
     # An .onnx runs on the CPU whatever --device says (ONNX Runtime unless --backend openvino).
-    runner, label_map = load_runner(args.checkpoint, args.device, score_threshold=args.score_threshold,
-                                    max_detections=args.max_detections,
-                                    runtime=RUNTIMES[args.runtime] or "onnxruntime")
-    run, results = evaluate_on_dataset(runner, label_map, args.images, args.annotations, batch_size=args.batch_size,
-                                       num_workers=args.num_workers, backend=args.backend)
+    if args.slice or args.slice_size or args.letterbox:
+        from detector.evaluation.evaluate import evaluate_predictor_on_dataset
+        from detector.inference import Predictor
+        from detector.slicing import view_options
+
+        # The model's own threshold and cap unless given: the Predictor keeps what its runner returns.
+        predictor = Predictor.load(args.checkpoint, args.runtime, device=args.device, **view_options(args),
+                                   **({} if args.score_threshold is None else {"score_threshold": args.score_threshold}),
+                                   **({} if args.max_detections is None else {"max_detections": args.max_detections}))
+        run, results = evaluate_predictor_on_dataset(predictor, args.images, args.annotations,
+                                                     batch_size=args.batch_size, backend=args.backend)
+    else:
+        runner, label_map = load_runner(args.checkpoint, args.device, score_threshold=args.score_threshold,
+                                        max_detections=args.max_detections,
+                                        runtime=RUNTIMES[args.runtime] or "onnxruntime")
+        run, results = evaluate_on_dataset(runner, label_map, args.images, args.annotations,
+                                           batch_size=args.batch_size, num_workers=args.num_workers,
+                                           backend=args.backend)
     dets_path = args.detections_out or args.output.with_name("detections.json")
     atomic_write_text(dets_path, json.dumps(results) + "\n")
     return run, [f"detections ({len(results)}, COCO results format) -> {dets_path}"]

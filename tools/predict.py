@@ -2,7 +2,7 @@
 
     python tools/predict.py --checkpoint CKPT --input PATH --output DIR
         [--score-threshold 0.4] [--classes NAME,NAME] [--backend torch|onnx|openvino]
-        [--batch-size N] [--device cpu|cuda|auto]
+        [--batch-size N] [--device cpu|cuda|auto] [--slice [--slice-size S|HxW] [--slice-overlap 0.2]] [--letterbox]
 
 PATH is an image file, a folder (searched recursively for images) or a glob pattern (quote it:
 "photos/*.jpg"). Each image is written to DIR under its own file name (a folder's sub-folders
@@ -31,6 +31,7 @@ from detector.evaluation.coco import predictions_to_results
 from detector.files import atomic_write, atomic_write_text
 from detector.inference import BACKENDS, Predictor
 from detector.pretrain import is_classifier_checkpoint, predict_images
+from detector.slicing import add_view_arguments, view_options
 from detector.video.draw import draw_detections
 
 
@@ -48,6 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device for --backend torch: cpu, cuda, auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_view_arguments(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -96,7 +98,7 @@ def coco_results(det: dict[str, Any], image_id: int, file_name: str) -> list[dic
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    options = {"score_threshold": args.score_threshold, "classes": classes}
+    options = {"score_threshold": args.score_threshold, "classes": classes, **view_options(args)}
     return Predictor.load(args.checkpoint, args.backend, device=args.device, **options)
 
 

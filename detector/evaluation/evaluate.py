@@ -23,7 +23,7 @@ from detector.data.transforms import build_transforms
 from detector.evaluation.coco import Backend, CocoEvalRun, CocoEvaluator
 from detector.labels import LabelMap
 
-__all__ = ["evaluate_on_dataset", "evaluation_step"]
+__all__ = ["evaluate_on_dataset", "evaluate_predictor_on_dataset", "evaluation_step"]
 
 # runner(images FloatTensor[B, 3, H, W] normalised, [(h, w), ...]) -> B dicts in original pixels
 Predict = Callable[[Tensor, Sequence[tuple[int, int]]], Sequence[Mapping[str, Any]]]
@@ -87,12 +87,7 @@ def evaluate_on_dataset(
 
     transform = build_transforms("none", image_size=runner.image_size, train=False, mean=runner.mean, std=runner.std)
     dataset = CocoDetection(images, annotations, transform)
-    missing = sorted(set(label_map.category_ids) - set(dataset.coco.getCatIds()))
-    if missing:
-        raise ValueError(
-            f"the model predicts category id(s) {missing} that {annotations} does not list; "
-            f"it was trained on other categories ({list(label_map.names)[:10]}...)"
-        )
+    _check_categories(label_map, dataset, annotations)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=detection_collate, pin_memory=torch.device(runner.device).type == "cuda",
@@ -102,4 +97,55 @@ def evaluate_on_dataset(
         evaluation_step(evaluator, runner, batch_images, targets)
     evaluator.evaluate()
     assert evaluator.last_run is not None  # a single process evaluates on its own rank 0
+    return evaluator.last_run, evaluator.results()
+
+
+def _check_categories(label_map: LabelMap, dataset: CocoDetection, annotations: str | PathLike[str]) -> None:
+    missing = sorted(set(label_map.category_ids) - set(dataset.coco.getCatIds()))
+    if missing:
+        raise ValueError(
+            f"the model predicts category id(s) {missing} that {annotations} does not list; "
+            f"it was trained on other categories ({list(label_map.names)[:10]}...)"
+        )
+
+
+def evaluate_predictor_on_dataset(
+    predictor: Any,
+    images: str | PathLike[str],
+    annotations: str | PathLike[str],
+    *,
+    batch_size: int = 8,
+    backend: Backend = "pycocotools",
+    progress: bool = True,
+) -> tuple[CocoEvalRun, list[dict[str, Any]]]:
+    """:func:`evaluate_on_dataset` for a :class:`detector.inference.Predictor`, so its views of each
+    image count: sliced inference and letterboxing (:mod:`detector.slicing`). Each image is decoded
+    at its own size and given to ``predictor.predict_batch`` whole; one that fails to decode is
+    named in a warning and scored as all misses. Same returns."""
+    import warnings
+
+    from tqdm import tqdm
+
+    from detector.data.io import ImageReadError, load_image
+
+    dataset = CocoDetection(images, annotations, transform=None)
+    label_map = predictor.label_map
+    _check_categories(label_map, dataset, annotations)
+    evaluator = CocoEvaluator(dataset.coco, label_map=label_map, backend=backend, all_images=True)
+    unreadable = 0
+    for start in tqdm(range(0, len(dataset.ids), batch_size), desc="eval", unit="batch", disable=not progress):
+        ids, arrays = [], []
+        for image_id in dataset.ids[start:start + batch_size]:
+            try:
+                arrays.append(load_image(dataset.images_dir / dataset.coco.imgs[image_id]["file_name"]))
+                ids.append(image_id)
+            except ImageReadError as error:
+                unreadable += 1
+                warnings.warn(f"{error}: scored as all misses", stacklevel=2)
+        if arrays:
+            evaluator.process(ids, predictor.predict_batch(arrays))
+    if unreadable:
+        warnings.warn(f"{unreadable} unreadable image(s) scored as all misses", stacklevel=2)
+    evaluator.evaluate()
+    assert evaluator.last_run is not None
     return evaluator.last_run, evaluator.results()

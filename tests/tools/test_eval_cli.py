@@ -178,3 +178,38 @@ def test_broken_detections_json_is_a_clear_error_naming_the_file(tmp_path, capsy
     assert err.startswith("error: ") and "broken_dets.json" in err
     assert re.search(expected, err), err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_slice_and_letterbox_run_through_the_predictor(tmp_path):
+    """Images already at the network's aspect (160x120 for a 96x128 input): letterboxing pads nothing and
+    slicing has no tile, so both score exactly what the plain path scores; real tiles change the detections,
+    merged to the model's cap per image."""
+    import torch
+
+    from detector.checkpoint import save_checkpoint
+    from detector.labels import LabelMap
+    from detector.modeling.ssdlite import build_model
+
+    gt = write_gt(tmp_path / "gt.json", images=3)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for img in gt["images"]:
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(images / img["file_name"])
+    torch.manual_seed(0)
+    label_map = LabelMap.from_categories(gt["categories"])
+    model = build_model("ssdlite_mobilenetv2", num_classes=3, width_mult=0.35, image_size=(96, 128))
+    save_checkpoint(tmp_path / "model.pt", model, label_map)
+    tool = load_tool()
+    common = ["--checkpoint", str(tmp_path / "model.pt"), "--images", str(images), "--annotations",
+              str(tmp_path / "gt.json"), "--num-workers", "0", "--device", "cpu", "--score-threshold", "0.3"]
+    metrics = {}
+    for name, extra in (("plain", []), ("letterbox", ["--letterbox"]), ("slice", ["--slice"]),
+                        ("tiles", ["--slice-size", "60x80"])):
+        assert tool.main([*common, *extra, "--output", str(tmp_path / name / "metrics.json")]) == 0
+        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert metrics["plain"]["num_detections"] > 0
+    assert metrics["letterbox"] == metrics["plain"] and metrics["slice"] == metrics["plain"]
+    tiles = json.loads((tmp_path / "tiles" / "detections.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "detections.json").read_text())
+    assert tiles != plain and np.bincount([d["image_id"] for d in tiles]).max() <= 100  # merged, capped per image

@@ -1,0 +1,148 @@
+"""Views of a wide frame for a fixed-size network: sliced inference (SAHI) and letterboxing.
+
+A dashcam frame is 2:1 to 3.3:1; squashed into a square (or 224x384) input, its small objects
+shrink by the same factor. Two remedies, both options of :class:`detector.inference.Predictor`:
+
+- **Slicing** (SAHI, Akyon et al. 2022): the model also runs on overlapping tiles of the frame, each
+  resized to the input as a whole frame would be, and the detections of all views are merged by
+  class-wise NMS (``torchvision.ops.batched_nms``). By default the tiles are as tall as the frame
+  and have the network's aspect ratio (on a 1242x375 frame and a square network: four 375x375 tiles
+  at 20% overlap), plus the whole frame for the objects larger than a tile.
+- **Letterboxing**: the frame is padded (bottom and right, with the normalisation mean, so the
+  padding is zero after normalising) to the network's aspect ratio instead of stretched; boxes come
+  back in the frame's pixels unchanged, since the padding adds none on the top or left.
+
+Written here: SAHI itself is a dependency-heavy package built around its own model wrappers; the
+tiling rule and the merge are a few lines over torchvision's NMS.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+__all__ = ["Slicing", "add_view_arguments", "letterbox", "merge_views", "tile_starts", "view_options"]
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap`` of a tile
+    shared by neighbours; the last tile ends at the border (SAHI's rule).
+
+    Example: ``tile_starts(1242, 375, 0.2) == [0, 300, 600, 867]``; ``tile_starts(375, 375, 0.2) == [0]``.
+    """
+    if tile >= length:
+        return [0]
+    step = max(1, int(tile * (1.0 - overlap)))
+    starts = list(range(0, length - tile, step))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+@dataclass(frozen=True)
+class Slicing:
+    """How to slice a frame.
+
+    Args:
+        tile: ``(h, w)`` of a tile in frame pixels; ``None``: as tall as the frame (or as wide, for a
+            portrait frame) with the network input's aspect ratio.
+        overlap: fraction of a tile its neighbours share, in both directions.
+        full_frame: run on the whole frame too (SAHI's ``perform_standard_pred``).
+        merge_iou: IoU above which NMS merges two same-class detections of different views.
+    """
+
+    tile: tuple[int, int] | None = None
+    overlap: float = 0.2
+    full_frame: bool = True
+    merge_iou: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"slice overlap must be in [0, 1), got {self.overlap}")
+        if self.tile is not None and min(self.tile) < 1:
+            raise ValueError(f"slice size must be positive, got {self.tile}")
+
+    def windows(self, height: int, width: int, input_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        """``(x0, y0, x1, y1)`` of every view of a ``height x width`` frame, the whole frame first (when
+        ``full_frame``); a frame no larger than one tile is only the whole frame."""
+        if self.tile is not None:
+            tile_h, tile_w = min(self.tile[0], height), min(self.tile[1], width)
+        else:
+            aspect = input_size[1] / input_size[0]  # w / h of the network input
+            tile_h = min(height, int(round(width / aspect)))
+            tile_w = min(width, int(round(tile_h * aspect)))
+        full = (0, 0, width, height)
+        tiles = [(x, y, x + tile_w, y + tile_h) for y in tile_starts(height, tile_h, self.overlap)
+                 for x in tile_starts(width, tile_w, self.overlap)]
+        tiles = [t for t in tiles if t != full]
+        return ([full] if self.full_frame or not tiles else []) + tiles
+
+
+def letterbox(image: np.ndarray, input_size: tuple[int, int], mean: Sequence[float]) -> np.ndarray:
+    """``image`` (``HxWx3`` uint8) padded at the bottom or right to ``input_size``'s aspect ratio with
+    the colour ``mean`` (0..1), so it resizes to the input without distortion. Frame pixels keep their
+    coordinates."""
+    height, width = image.shape[:2]
+    in_h, in_w = input_size
+    target_w = max(width, math.ceil(height * in_w / in_h))
+    target_h = max(height, math.ceil(width * in_h / in_w))
+    if (target_h, target_w) == (height, width):
+        return image
+    fill = np.asarray([round(255 * m) for m in mean], dtype=np.uint8)
+    padded = np.empty((target_h, target_w, 3), dtype=np.uint8)
+    padded[:] = fill
+    padded[:height, :width] = image
+    return padded
+
+
+def merge_views(detections: Sequence[dict[str, Tensor]], windows: Sequence[tuple[int, int, int, int]],
+                frame_size: tuple[int, int], iou_threshold: float, max_detections: int | None) -> dict[str, Tensor]:
+    """One frame's detections from those of its views (each in its view's pixels): shifted to the frame,
+    clipped to it, merged by class-wise NMS, best first, at most ``max_detections``."""
+    height, width = frame_size
+    boxes, scores, labels = [], [], []
+    for det, (x0, y0, _, _) in zip(detections, windows):
+        b = torch.as_tensor(det["boxes"], dtype=torch.float32).reshape(-1, 4)
+        boxes.append(b + b.new_tensor([x0, y0, x0, y0]))
+        scores.append(torch.as_tensor(det["scores"], dtype=torch.float32).reshape(-1))
+        labels.append(torch.as_tensor(det["labels"], dtype=torch.int64).reshape(-1))
+    all_boxes, all_scores, all_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    all_boxes = torch.minimum(all_boxes.clamp(min=0), all_boxes.new_tensor([width, height, width, height]))
+    keep = batched_nms(all_boxes, all_scores, all_labels, iou_threshold)[:max_detections]  # by descending score
+    return {"boxes": all_boxes[keep], "scores": all_scores[keep], "labels": all_labels[keep]}
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"375"`` -> ``(375, 375)``; ``"300x500"`` -> ``(300, 500)`` (height x width)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--slice-size takes S or HxW in pixels, got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tools' flags for sliced inference and letterboxing (``predict.py``, ``eval.py``, ``demo_video.py``)."""
+    group = parser.add_argument_group("wide frames (detector.slicing)")
+    group.add_argument("--slice", action="store_true",
+                       help="also run on overlapping tiles of each image and merge by NMS (SAHI); tiles as tall "
+                            "as the image with the network's aspect ratio unless --slice-size")
+    group.add_argument("--slice-size", help="tile size in image pixels, S or HxW (implies --slice)")
+    group.add_argument("--slice-overlap", type=float, default=0.2, help="overlap of neighbouring tiles (default: %(default)s)")
+    group.add_argument("--slice-no-full-frame", action="store_true", help="tiles only, not the whole image too")
+    group.add_argument("--letterbox", action="store_true",
+                       help="pad images (and tiles) to the network's aspect ratio instead of stretching them")
+
+
+def view_options(args: argparse.Namespace) -> dict[str, object]:
+    """:class:`detector.inference.Predictor` keywords from :func:`add_view_arguments`' flags."""
+    slicing = None
+    if args.slice or args.slice_size:
+        slicing = Slicing(tile=_size(args.slice_size) if args.slice_size else None, overlap=args.slice_overlap,
+                          full_frame=not args.slice_no_full_frame)
+    return {"slicing": slicing, "letterbox": args.letterbox}
