@@ -41,9 +41,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def save_checkpoint(path: str | Path, model: SSDLite, label_map: LabelMap) -> None:
-    """Write a standalone inference checkpoint of ``model`` (atomically)."""
+def save_checkpoint(path: str | Path, model: SSDLite, label_map: LabelMap, dtype: torch.dtype | None = None) -> None:
+    """Write a standalone inference checkpoint of ``model`` (atomically). ``dtype``: store the floating
+    tensors in it (``torch.float16`` halves a shipped file; loading casts them back to the model's float32)."""
     state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     atomic_save({"state_dict": state, "detector": detector_meta(model, label_map)}, path)
 
 

@@ -1,7 +1,7 @@
 """The quickstart, as `make demo` runs it: synthetic data -> train on the CPU -> evaluate -> pictures
 -> demo videos (the synthetic val set as a slide show, and the dashcam clip shipped in
 data/samples/dashcam/, drawn by the quickstart model and by the driving model shipped in the zoo,
-trained on CARLA's dashcam frames; with torchvision's COCO model too when it is in the local zoo
+TF's pretrained SSDLite fine-tuned on CARLA's dashcam frames; with torchvision's COCO model too when it is in the local zoo
 cache: cars, trucks, buses and people on the real clip). Each step is one of the project's own tools, printed before it runs, so you
 can rerun any of them by hand.
 
@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quickstart.yaml"
 DASHCAM = REPO / "data" / "samples" / "dashcam" / "test_video.mp4"
 COCO_MODEL = "ssdlite320_mobilenet_v3_large_coco"
-DRIVING_MODEL = "carla_ssdlite_mobilenetv2"  # shipped in the package: no download
+# Shipped in the package, no download: TF's SSDLite-MobileNetV2 (real COCO/VOC features) fine-tuned on CARLA.
+DRIVING_MODEL = "carla_ssdlite_mobilenet_v2_pretrained"
 
 
 def run(args: list[str]) -> None:

@@ -136,6 +136,7 @@ class DetectorModule(TrainingModule):
             atss_topk=atss_topk,
             box_loss=box_loss,
             box_loss_weight=box_loss_weight,
+            resize="opencv",  # the training pipeline resizes with OpenCV, so inference must too
         )
         if init_checkpoint:
             loaded, skipped = load_matching_weights(self.model, init_checkpoint)

@@ -22,6 +22,9 @@ ZOO_PREFIX = "zoo:"
 WEIGHTS = Path(__file__).resolve().parent / "weights"  # models trained by this project, shipped with it
 CARLA_SHA256 = "4f0ed8f266e73fa571a31fd7de34262be8dce43593ea929c12f92fafb08090fc"
 CARLA_TEST_AP = 0.2221389818726723  # pycocotools mAP@[.5:.95] on CARLA test (detector/zoo/weights/README.md)
+# The driving model of make demo (issue #31): TF's SSDLite fine-tuned from zoo:ssdlite_mobilenet_v2_voc_person on CARLA.
+DRIVING_SHA256 = "31b19335a5b36abe354099a058ac72ddecaf8c3dfec0337cc0c268bede894c06"
+DRIVING_TEST_AP = 0.2717798259907587
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,21 @@ def _zoo() -> dict[str, ZooModel]:
             convert=None,
             label_map=None,
             packaged="carla_ssdlite_mobilenetv2.ckpt",
+        ),
+        ZooModel(
+            name="carla_ssdlite_mobilenet_v2_pretrained",
+            source="this project: configs/driving_carla_pretrained.yaml (from zoo:ssdlite_mobilenet_v2_voc_person) on "
+                   "the CARLA Object Detection Dataset (MIT)",
+            url="",
+            sha256_prefix=DRIVING_SHA256,
+            box_ap=round(DRIVING_TEST_AP * 100, 1),
+            ap_on="CARLA test (249 frames)",
+            input_size=(224, 384),
+            file_size_mb=None,
+            config=None,
+            convert=None,
+            label_map=None,
+            packaged="carla_ssdlite_mobilenet_v2_pretrained.ckpt",
         ),
     ]
     return {m.name: m for m in models}

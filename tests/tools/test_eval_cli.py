@@ -72,6 +72,28 @@ def write_gt(path: Path, images: int = 4) -> dict:
     return gt
 
 
+def write_images_and_model(tmp_path: Path, count: int, seed: int, **model_options) -> Path:
+    """``gt.json`` with ``count`` random 160x120 images in ``images/``, and an untrained ``model.pt``
+    for its two categories; returns the images folder."""
+    import torch
+
+    from detector.checkpoint import save_checkpoint
+    from detector.labels import LabelMap
+    from detector.modeling.ssdlite import build_model
+
+    gt = write_gt(tmp_path / "gt.json", images=count)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(seed)
+    for img in gt["images"]:
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(images / img["file_name"])
+    torch.manual_seed(0)
+    label_map = LabelMap.from_categories(gt["categories"])
+    model = build_model("ssdlite_mobilenetv2", num_classes=label_map.num_classes, **model_options)
+    save_checkpoint(tmp_path / "model.pt", model, label_map)
+    return images
+
+
 def test_unknown_image_id_is_a_clear_error(tmp_path, capsys):
     write_gt(tmp_path / "gt.json")
     (tmp_path / "dets.json").write_text(json.dumps([{"image_id": 4242, "category_id": 3, "bbox": [0, 0, 5, 5], "score": 0.5}]))
@@ -100,22 +122,7 @@ def test_detections_mode_with_plots_and_gallery(tmp_path):
 
 
 def test_checkpoint_mode_writes_detections_that_reevaluate_identically(tmp_path):
-    import torch
-
-    from detector.checkpoint import save_checkpoint
-    from detector.labels import LabelMap
-    from detector.modeling.ssdlite import build_model
-
-    gt = write_gt(tmp_path / "gt.json", images=5)
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for img in gt["images"]:
-        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(images / img["file_name"])
-    torch.manual_seed(0)
-    label_map = LabelMap.from_categories(gt["categories"])
-    model = build_model("ssdlite_mobilenetv2", num_classes=label_map.num_classes, width_mult=0.5, image_size=128)
-    save_checkpoint(tmp_path / "model.pt", model, label_map)
+    images = write_images_and_model(tmp_path, 5, seed=0, width_mult=0.5, image_size=128)
 
     tool = load_tool()
     out = tmp_path / "out" / "metrics.json"
@@ -184,22 +191,7 @@ def test_slice_and_letterbox_run_through_the_predictor(tmp_path):
     """Images already at the network's aspect (160x120 for a 96x128 input): letterboxing pads nothing and
     slicing has no tile, so both score exactly what the plain path scores; real tiles change the detections,
     merged to the model's cap per image."""
-    import torch
-
-    from detector.checkpoint import save_checkpoint
-    from detector.labels import LabelMap
-    from detector.modeling.ssdlite import build_model
-
-    gt = write_gt(tmp_path / "gt.json", images=3)
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(1)
-    for img in gt["images"]:
-        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(images / img["file_name"])
-    torch.manual_seed(0)
-    label_map = LabelMap.from_categories(gt["categories"])
-    model = build_model("ssdlite_mobilenetv2", num_classes=3, width_mult=0.35, image_size=(96, 128))
-    save_checkpoint(tmp_path / "model.pt", model, label_map)
+    images = write_images_and_model(tmp_path, 3, seed=1, width_mult=0.35, image_size=(96, 128))
     tool = load_tool()
     common = ["--checkpoint", str(tmp_path / "model.pt"), "--images", str(images), "--annotations",
               str(tmp_path / "gt.json"), "--num-workers", "0", "--device", "cpu", "--score-threshold", "0.3"]
