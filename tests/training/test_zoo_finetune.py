@@ -61,3 +61,21 @@ def test_finetune_zoo_config_normalises_as_the_preset_says(tiny_coco: Path, tmp_
     assert cli.model.model.mean == (0.5, 0.5, 0.5)
     quickstart = main([*args[:1], str(REPO / "configs" / "quickstart.yaml"), *args[2:]], run=False)
     assert quickstart.datamodule.mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_driving_pretrained_config_builds_tfs_network_from_the_person_model(tiny_coco: Path, tmp_path: Path) -> None:
+    """configs/driving_carla_pretrained.yaml: TF's padding and [-1, 1] input from the preset, and the
+    OpenCV resize recorded, since the training pipeline resizes with OpenCV (the preset's TF resize is
+    for the converted TF graphs)."""
+    args = ["--config", str(REPO / "configs" / "driving_carla_pretrained.yaml"),
+            f"--data.train_images={tiny_coco / 'train'}", f"--data.train_annotations={tiny_coco / 'train.json'}",
+            f"--data.val_images={tiny_coco / 'val'}", f"--data.val_annotations={tiny_coco / 'val.json'}",
+            "--model.init_checkpoint=null", f"--trainer.default_root_dir={tmp_path}"]
+    cli = main(args, run=False)
+    config = cli.model.model.config
+    assert config["preset"] == "ssdlite_mobilenet_v2_tf" and config["padding"] == "tf_same"
+    assert config["resize"] == "opencv" and tuple(cli.model.model.image_size) == (224, 384)
+    assert cli.datamodule.mean == (0.5, 0.5, 0.5)
+    assert cli.model.hparams.init_checkpoint is None  # the config's zoo:ssdlite_mobilenet_v2_voc_person, overridden
+    with open(REPO / "configs" / "driving_carla_pretrained.yaml") as handle:
+        assert "init_checkpoint: zoo:ssdlite_mobilenet_v2_voc_person" in handle.read()
