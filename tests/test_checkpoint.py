@@ -54,6 +54,19 @@ def test_round_trip(tmp_path, images):
     torch.testing.assert_close(loaded.anchors, model.anchors)
 
 
+def test_float16_storage_loads_into_the_float32_model(tmp_path, images):
+    model = randomise(build_model(**CONFIG), 1)
+    save_checkpoint(tmp_path / "half.pt", model, LABELS, dtype=torch.float16)
+    raw = torch.load(tmp_path / "half.pt", weights_only=True)["state_dict"]
+    assert {v.dtype for v in raw.values() if v.is_floating_point()} == {torch.float16}
+    assert raw[MODEL_PREFIX + "backbone.features.0.1.num_batches_tracked"].dtype == torch.int64  # integers kept
+    loaded, _ = load_checkpoint(tmp_path / "half.pt")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    for name, value in model.state_dict().items():  # each weight rounded to float16, no more
+        if value.is_floating_point():
+            torch.testing.assert_close(loaded.state_dict()[name], value.half().float(), rtol=0, atol=0)
+
+
 def test_layout(tmp_path):
     model = build_model(**CONFIG)
     save_checkpoint(tmp_path / "m.pt", model, LABELS)
