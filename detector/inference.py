@@ -51,7 +51,7 @@ from detector.deploy.onnx_runtime import OnnxRunner, open_session
 from detector.deploy.preprocess import ImageInput, ImagePreprocessor, to_rgb_array
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite
-from detector.slicing import Slicing, letterbox, merge_views
+from detector.slicing import Slicing, clip_detections, letterbox, merge_views
 
 __all__ = ["BACKENDS", "EXPORT_RUNTIMES", "ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn",
            "is_executorch_file", "is_onnx_file", "load_runner", "to_rgb_array"]
@@ -381,8 +381,7 @@ class Predictor:
         if self.letterbox:  # padded at the bottom and right: boxes keep the view's coordinates
             padded = [letterbox(view, self.image_size, self.mean) for view in views]
             outputs = self.runner(self.preprocess(padded), [p.shape[:2] for p in padded])
-            outputs = [merge_views([out], [(0, 0, 0, 0)], view.shape[:2], 1.0, None)
-                       for out, view in zip(outputs, views)]  # clipped to the view; IoU 1.0 merges nothing
+            outputs = [clip_detections(out, view.shape[:2]) for out, view in zip(outputs, views)]
         else:
             outputs = self.runner(self.preprocess(views), [view.shape[:2] for view in views])
         if len(outputs) != len(views):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-__all__ = ["Slicing", "add_view_arguments", "letterbox", "merge_views", "tile_starts", "view_options"]
+__all__ = ["Slicing", "add_view_arguments", "clip_detections", "letterbox", "merge_views", "tile_starts", "view_options"]
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -101,19 +101,25 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int], mean: Sequence[flo
     return padded
 
 
+def clip_detections(det: Mapping[str, Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
+    """``det``'s boxes clipped to an ``(h, w)`` image (a letterboxed view's detections back to the view)."""
+    height, width = size
+    boxes = torch.as_tensor(det["boxes"], dtype=torch.float32).reshape(-1, 4)
+    return {**det, "boxes": torch.minimum(boxes.clamp(min=0), boxes.new_tensor([width, height, width, height]))}
+
+
 def merge_views(detections: Sequence[dict[str, Tensor]], windows: Sequence[tuple[int, int, int, int]],
                 frame_size: tuple[int, int], iou_threshold: float, max_detections: int | None) -> dict[str, Tensor]:
     """One frame's detections from those of its views (each in its view's pixels): shifted to the frame,
     clipped to it, merged by class-wise NMS, best first, at most ``max_detections``."""
-    height, width = frame_size
     boxes, scores, labels = [], [], []
     for det, (x0, y0, _, _) in zip(detections, windows):
         b = torch.as_tensor(det["boxes"], dtype=torch.float32).reshape(-1, 4)
         boxes.append(b + b.new_tensor([x0, y0, x0, y0]))
         scores.append(torch.as_tensor(det["scores"], dtype=torch.float32).reshape(-1))
         labels.append(torch.as_tensor(det["labels"], dtype=torch.int64).reshape(-1))
-    all_boxes, all_scores, all_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    all_boxes = torch.minimum(all_boxes.clamp(min=0), all_boxes.new_tensor([width, height, width, height]))
+    all_boxes = clip_detections({"boxes": torch.cat(boxes)}, frame_size)["boxes"]
+    all_scores, all_labels = torch.cat(scores), torch.cat(labels)
     keep = batched_nms(all_boxes, all_scores, all_labels, iou_threshold)[:max_detections]  # by descending score
     return {"boxes": all_boxes[keep], "scores": all_scores[keep], "labels": all_labels[keep]}
 

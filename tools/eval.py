@@ -32,7 +32,7 @@ from pathlib import Path
 
 from detector.evaluation.coco import BACKENDS, CocoEvalRun, print_report, run_coco_eval
 from detector.files import atomic_write_text
-from detector.slicing import add_view_arguments
+from detector.slicing import add_view_arguments, view_options
 
 # The model backends of the other tools (detector.inference.BACKENDS; not imported here, to keep
 # ``--detections`` free of torch).
@@ -90,15 +90,15 @@ def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
         raise ValueError(f"--backend {args.runtime} runs an exported .onnx file and {args.checkpoint} is not one "
                          "(export it with tools/export.py)")
     # An .onnx runs on the CPU whatever --device says (ONNX Runtime unless --backend openvino).
-    if args.slice or args.slice_size or args.letterbox:
+    views = view_options(args)
+    if views["slicing"] is not None or views["letterbox"]:
         from detector.evaluation.evaluate import evaluate_predictor_on_dataset
         from detector.inference import Predictor
-        from detector.slicing import view_options
 
         # The model's own threshold and cap unless given: the Predictor keeps what its runner returns.
-        predictor = Predictor.load(args.checkpoint, args.runtime, device=args.device, **view_options(args),
-                                   **({} if args.score_threshold is None else {"score_threshold": args.score_threshold}),
-                                   **({} if args.max_detections is None else {"max_detections": args.max_detections}))
+        limits = {k: v for k, v in (("score_threshold", args.score_threshold), ("max_detections", args.max_detections))
+                  if v is not None}
+        predictor = Predictor.load(args.checkpoint, args.runtime, device=args.device, **views, **limits)
         run, results = evaluate_predictor_on_dataset(predictor, args.images, args.annotations,
                                                      batch_size=args.batch_size, backend=args.backend)
     else:

@@ -91,7 +91,7 @@ class ExportedRunner:
 
     @property
     def resize(self) -> str:
-        """The input resize the model expects (``detector.deploy.preprocess.RESIZES``)."""
+        """The input resize the model expects (``detector.constants.RESIZES``)."""
         return str(self.info.config.get("resize", "opencv"))
 
 

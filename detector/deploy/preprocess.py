@@ -24,12 +24,11 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from detector.constants import RESIZES
 from detector.data.io import load_image
 from detector.threads import single_threaded
 
-__all__ = ["RESIZES", "ImageInput", "ImagePreprocessor", "tf_bilinear_resize", "to_rgb_array"]
-
-RESIZES = ("opencv", "tf_bilinear")
+__all__ = ["ImageInput", "ImagePreprocessor", "tf_bilinear_resize", "to_rgb_array"]
 
 ImageInput = Union[str, "PathLike[str]", Image.Image, np.ndarray]
 

