@@ -4,7 +4,11 @@ Layout (the same keys Lightning writes, plus ``detector``)::
 
     {"state_dict": {"model.<param>": Tensor, ..., ["ema_model.module.<param>": Tensor, ...]},
      "detector": {"config": build_model kwargs (image size, mean, std included),
-                  "label_map": {"category_ids": [...], "names": [...]}}}
+                  "label_map": {"category_ids": [...], "names": [...]},
+                  ["weights": {"use": "ema" | "model", ...}]}}
+
+``weights`` (training runs with an EMA, :mod:`detector.training.weights_choice`) says which copy
+scored better on the validation set; loaders load that one unless told otherwise.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from detector.modeling.ssdlite import SSDLite, build_model
 
 MODEL_PREFIX = "model."
 EMA_PREFIX = "ema_model.module."
+WEIGHTS_KEY = "weights"  # detector[WEIGHTS_KEY]["use"]: the copy the run validated as better
 
 
 def detector_meta(model: SSDLite, label_map: LabelMap) -> dict[str, Any]:
@@ -81,20 +86,32 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return checkpoint
 
 
-def model_state_dict(checkpoint: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
-    """The model's weights from a checkpoint (``model.*``), the EMA copy (``ema_model.module.*``)
-    when there is one and ``prefer_ema``."""
+def preferred_weights(checkpoint: dict[str, Any]) -> str:
+    """``"ema"`` or ``"model"``: the copy the checkpoint's run scored better (``detector.weights``), else
+    the EMA whenever there is one (checkpoints written before the comparison existed)."""
+    entry = (checkpoint.get("detector") or {}).get(WEIGHTS_KEY) or {}
+    return "model" if entry.get("use") == "model" else "ema"
+
+
+def model_state_dict(checkpoint: dict[str, Any], prefer_ema: bool | None = None) -> dict[str, torch.Tensor]:
+    """The model's weights from a checkpoint: the trained ones (``model.*``) or the EMA copy
+    (``ema_model.module.*``, when there is one). ``prefer_ema``: ``None`` follows the checkpoint's
+    record of which scored better (:func:`preferred_weights`); ``True`` / ``False`` force a copy."""
     state = checkpoint["state_dict"]
     ema = {k[len(EMA_PREFIX):]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
+    if prefer_ema is None:
+        prefer_ema = preferred_weights(checkpoint) == "ema"
     if prefer_ema and ema:
         return ema
     return {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
 
 
 def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", prefer_ema: bool = True
+    path: str | Path, map_location: str | torch.device = "cpu", prefer_ema: bool | None = None
 ) -> tuple[SSDLite, LabelMap]:
-    """Rebuild the model of a checkpoint (ours or Lightning's ``*.ckpt``) in eval mode, with its labels."""
+    """Rebuild the model of a checkpoint (ours or Lightning's ``*.ckpt``) in eval mode, with its labels;
+    of a training checkpoint with an EMA, the copy its run validated as better (``prefer_ema``:
+    :func:`model_state_dict`)."""
     checkpoint = read_checkpoint(path, map_location)
     meta = checkpoint["detector"]
     model = build_model(meta["config"])

@@ -76,6 +76,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.write_last = save_last
         self.save_last_every_n_steps = save_last_every_n_steps
         self._last_written_step: int | None = None
+        self._last_written_choice: Any = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.dirpath is None:
@@ -94,6 +95,7 @@ class RunCheckpoint(ModelCheckpoint):
         if self.write_last and not trainer.sanity_checking and not trainer.fast_dev_run:
             trainer.save_checkpoint(self.last_path, weights_only=False)  # every rank calls it; rank 0 writes
             self._last_written_step = trainer.global_step
+            self._last_written_choice = getattr(trainer.lightning_module, "weights_choice", None)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -109,5 +111,8 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if trainer.global_step != self._last_written_step:  # stopped mid-epoch (max_steps, a stop request)
+        # Stopped mid-epoch (max_steps, a stop request), or the end-of-fit EMA / raw comparison
+        # (detector.training.weights_choice) chose after the last write.
+        if (trainer.global_step != self._last_written_step
+                or getattr(pl_module, "weights_choice", None) != self._last_written_choice):
             self._write_last(trainer)

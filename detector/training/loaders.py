@@ -62,10 +62,12 @@ class LoaderDataModule(pl.LightningDataModule):
         """Whether a validation split is configured (subclasses say from their arguments)."""
         raise NotImplementedError
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool, sampler: Sampler[int] | None = None,
+                persistent: bool = True) -> DataLoader:
         distributed = self.trainer is not None and self.trainer.world_size > 1
         # A (seed, epoch)-seeded order: the same in every run and after a resume.
-        sampler = EpochShuffleSampler(len(dataset), self.seed) if train and not distributed else None
+        if sampler is None and train and not distributed:
+            sampler = EpochShuffleSampler(len(dataset), self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -75,7 +77,7 @@ class LoaderDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             worker_init_fn=worker_init_fn,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
             pin_memory=False,
         )
 
@@ -87,3 +89,15 @@ class LoaderDataModule(pl.LightningDataModule):
         if self.val_dataset is None:
             return []
         return self._loader(self.val_dataset, train=False)
+
+    def evaluation_dataloader(self) -> DataLoader | None:
+        """The validation set outside Lightning's loops (the end-of-fit weights comparison): this
+        process's shard of it under DDP (Lightning adds that sampler only to the loaders it runs)."""
+        if self.val_dataset is None:
+            return None
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            sampler = torch.utils.data.DistributedSampler(self.val_dataset, num_replicas=trainer.world_size,
+                                                          rank=trainer.global_rank, shuffle=False)
+        return self._loader(self.val_dataset, train=False, sampler=sampler, persistent=False)  # read once

@@ -4,15 +4,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from detector.checkpoint import detector_meta, model_state_dict, read_checkpoint
+from detector.checkpoint import WEIGHTS_KEY, detector_meta, model_state_dict, read_checkpoint
 from detector.evaluation.coco import CocoEvaluator
 from detector.evaluation.evaluate import evaluation_step
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite, build_model
 from detector.training.base import TrainingModule
+from detector.training.weights_choice import FinalWeightsComparison, WeightsChoice
 
 # The evaluator's keys -> the names logged as ``val/<name>``.
 LOGGED_METRICS = {"AP": "mAP", "AP50": "mAP50", "AP75": "mAP75", "APs": "mAP_small", "APm": "mAP_medium", "APl": "mAP_large"}
@@ -49,8 +51,13 @@ class DetectorModule(TrainingModule):
         warmup_steps: linear warmup from ``warmup_factor * lr``; then cosine decay to 0 at the last step.
         ema_decay: keep an exponential moving average of the weights (validated and saved) when set.
         ema_warmup_steps: ramp the EMA decay up as ``ema_decay * (1 - exp(-step / ema_warmup_steps))``
-            (YOLOv5, mmdetection's ExpMomentumEMA); 0 keeps it constant. Set it when training from
-            scratch, where a constant decay averages in the first steps' far-off weights.
+            (YOLOv5's ModelEMA, mmdetection's ExpMomentumEMA; 2000 is YOLOv5's): the EMA averages over
+            about ``exp(step / ema_warmup_steps)`` steps, so over a run of a few hundred steps it stays
+            close to the trained weights instead of the initial ones. 0 keeps the decay constant.
+        compare_ema: with an EMA, validate the raw (trained) weights too, log ``val/mAP_ema`` and
+            ``val/mAP_raw``, log ``val/mAP`` etc. of the better copy and record it in the checkpoints,
+            so every tool loads it (:mod:`detector.training.weights_choice`); repeated at the end of
+            ``fit`` when the last validation was earlier. Costs a second validation pass.
         channels_last: run the network in channels-last memory format (about 1.3x faster training
             on the CPU here; measure on your hardware).
         stride8_level: add a first feature level at stride 8 (MobileNetV2's C3; seven levels instead
@@ -99,7 +106,8 @@ class DetectorModule(TrainingModule):
         warmup_steps: int = 1000,
         warmup_factor: float = 0.001,
         ema_decay: float | None = None,
-        ema_warmup_steps: int = 0,
+        ema_warmup_steps: int = 2000,
+        compare_ema: bool = True,
         eval_backend: str = "pycocotools",
         channels_last: bool = False,
         stride8_level: bool = False,
@@ -145,7 +153,9 @@ class DetectorModule(TrainingModule):
                 f"re-initialised {len(skipped)}: {', '.join(skipped) if skipped else 'none'}"
             )
         self.init_ema(ema_decay, ema_warmup_steps)
-        self.evaluator: CocoEvaluator | None = None
+        # "ema" / "model" -> its evaluator: the copies validated (both with an EMA and compare_ema).
+        self.evaluators: dict[str, CocoEvaluator] = {}
+        self.weights_choice: WeightsChoice | None = None
 
     def setup(self, stage: str) -> None:
         if self.hparams.channels_last:
@@ -173,31 +183,93 @@ class DetectorModule(TrainingModule):
         return loss
 
     # -- validation ----------------------------------------------------------------------------
+    def validated_models(self) -> dict[str, nn.Module]:
+        """The copies validation scores: ``{"ema": ..., "model": ...}`` with an EMA and ``compare_ema``,
+        else the one the tools load (the EMA when there is one)."""
+        if self.ema_model is None:
+            return {"model": self.model}
+        if not self.hparams.get("compare_ema", True):
+            return {"ema": self.ema_model.module}
+        return {"ema": self.ema_model.module, "model": self.model}
+
     def on_validation_epoch_start(self) -> None:
         dataset = self.trainer.datamodule.val_dataset if self.trainer.datamodule is not None else None
         if dataset is None:
             raise RuntimeError("validation needs --data.val_images and --data.val_annotations")
-        if self.evaluator is None:
-            self.evaluator = CocoEvaluator(dataset.coco, label_map=self.label_map, backend=self.hparams.eval_backend)
-        self.evaluator.reset()
+        for key in self.validated_models():
+            if key not in self.evaluators:
+                self.evaluators[key] = CocoEvaluator(dataset.coco, label_map=self.label_map,
+                                                     backend=self.hparams.eval_backend)
+            self.evaluators[key].reset()
 
     def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
         images, targets = batch
-        model = self.eval_model
-        cls_logits, bbox_regression = model(self._layout(images))
-        losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets,
-                                 anchor_levels=model.anchor_levels)
-        self.log("val/loss", losses["loss"], sync_dist=True, batch_size=images.shape[0])
-        # The step tools/eval.py runs too, on the outputs the loss already computed.
-        evaluation_step(self.evaluator, lambda _, sizes: model.postprocess(cls_logits, bbox_regression, sizes),
-                        images, targets)
+        for index, (key, model) in enumerate(self.validated_models().items()):
+            cls_logits, bbox_regression = model(self._layout(images))
+            if index == 0:  # the loss of the copy validated first (the EMA when there is one), as before
+                losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets,
+                                         anchor_levels=model.anchor_levels)
+                self.log("val/loss", losses["loss"], sync_dist=True, batch_size=images.shape[0])
+            # The step tools/eval.py runs too, on the outputs the loss already computed.
+            evaluation_step(self.evaluators[key],
+                            lambda _, sizes: model.postprocess(cls_logits, bbox_regression, sizes),
+                            images, targets)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self.evaluator.evaluate()
+        scores = {key: self.evaluators[key].evaluate() for key in self.validated_models()}
+        metrics = next(iter(scores.values()))
+        if len(scores) == 2:
+            choice = WeightsChoice.compare(scores["ema"]["AP"], scores["model"]["AP"], self.global_step)
+            metrics = scores[choice.use]
+            self.log("val/mAP_ema", float(scores["ema"]["AP"]))
+            self.log("val/mAP_raw", float(scores["model"]["AP"]))
+            if not self.trainer.sanity_checking:
+                self._record_choice(choice)
         for key, name in LOGGED_METRICS.items():
             # Every rank holds rank 0's result, so logging needs no further reduction.
             self.log(f"val/{name}", float(metrics[key]), prog_bar=key in ("AP", "AP50"))
 
+    def _record_choice(self, choice: WeightsChoice) -> None:
+        self.weights_choice = choice
+        (rank_zero_warn if choice.ema_far_worse else rank_zero_info)(choice.describe())
+
+    @torch.no_grad()
+    def compare_weights_now(self) -> WeightsChoice | None:
+        """Score the EMA and the raw weights on the validation set now, unless a validation at this
+        step already did (or there is nothing to compare: no EMA, ``compare_ema`` off, no validation
+        split); record and return the choice. :class:`FinalWeightsComparison` calls it after ``fit``."""
+        models = self.validated_models()
+        datamodule = self.trainer.datamodule
+        loader = datamodule.evaluation_dataloader() if hasattr(datamodule, "evaluation_dataloader") else None
+        if len(models) < 2 or loader is None:
+            return self.weights_choice
+        if self.weights_choice is not None and self.weights_choice.global_step == self.global_step:
+            return self.weights_choice
+        dataset = datamodule.val_dataset
+        evaluators = {key: CocoEvaluator(dataset.coco, label_map=self.label_map, backend=self.hparams.eval_backend)
+                      for key in models}
+        was_training = self.training
+        self.eval()
+        try:
+            for images, targets in loader:
+                images = self._layout(images.to(self.device))
+                for key, model in models.items():
+                    evaluation_step(evaluators[key], lambda batch, sizes: model.predict(batch, sizes), images, targets)
+        finally:
+            self.train(was_training)
+        scores = {key: evaluator.evaluate()["AP"] for key, evaluator in evaluators.items()}
+        self._record_choice(WeightsChoice.compare(scores["ema"], scores["model"], self.global_step))
+        return self.weights_choice
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [FinalWeightsComparison()]
+
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["detector"] = detector_meta(self.model, self.label_map)
+        if self.weights_choice is not None and self.ema_model is not None:
+            checkpoint["detector"][WEIGHTS_KEY] = self.weights_choice.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        entry = checkpoint.get("detector", {}).get(WEIGHTS_KEY)
+        self.weights_choice = WeightsChoice.from_dict(entry) if entry else None
