@@ -125,6 +125,16 @@ def plot(run: CocoEvalRun, args: argparse.Namespace) -> list[str]:
     return written
 
 
+def model_runtime(args: argparse.Namespace) -> str:
+    """What ran the model: torch for a checkpoint, ONNX Runtime / OpenVINO / ExecuTorch for an export."""
+    name = str(args.checkpoint).lower()
+    if name.endswith(".pte"):
+        return "executorch"
+    if name.endswith(".onnx"):
+        return "openvino" if args.runtime == "openvino" else "onnx"
+    return "torch"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -137,8 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     written.insert(0, f"metrics -> {args.output}")
     if args.plots is not None:
         written.extend(plot(run, args))
-    model = "" if args.checkpoint is None else f", model on {args.runtime}"
-    print(f"\nAP {run.metrics['AP']:.4f}  AP50 {run.metrics['AP50']:.4f} ({args.backend}{model}); wrote:")
+    for note in run.notes:  # categories matched otherwise than exactly, images left out
+        print(f"note: {note}")
+    model = "" if args.checkpoint is None else f", model on {model_runtime(args)}"
+    print(f"\nAP {run.metrics['AP']:.4f}  AP50 {run.metrics['AP50']:.4f} ({args.backend}{model}, "
+          f"{run.metrics['num_images']} images); wrote:")
     for line in written:
         print(f"  {line}")
     return 0

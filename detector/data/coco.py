@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from detector.data.io import ImageReadError, is_image_file, load_image
-from detector.labels import LabelMap
+from detector.labels import CategoryMatch, LabelMap, match_categories
 
 __all__ = [
     "MAX_MISSING_FRACTION",
@@ -185,8 +185,10 @@ class CocoDetection(torch.utils.data.Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         *,
         label_map: LabelMap | None = None,
+        labels_by_name: LabelMap | None = None,
         check_files: bool = True,
         missing: Literal["skip", "error"] = "skip",
+        unknown_categories: Literal["error", "ignore"] = "error",
     ) -> None:
         """
         Args:
@@ -195,13 +197,19 @@ class CocoDetection(torch.utils.data.Dataset):
             transform: an albumentations ``Compose`` from :func:`detector.data.transforms.build_transforms`
                 (``image``, pascal_voc ``bboxes``, ``labels``). Its ``A.Mosaic`` steps, if any, get their
                 other cells' images from this dataset (see :meth:`set_mosaic`).
-            label_map: reuse another split's map (e.g. train's for val); by default built from this
-                file's ``categories``.
+            label_map: reuse another split's map, ids and all; by default built from this file's
+                ``categories``.
+            labels_by_name: the classes to read this file's boxes as, matched **by name** (the file's ids
+                may differ, e.g. a renumbered val file); ``self.category_match`` records the match
+                (:func:`detector.labels.match_categories`). Replaces ``label_map``.
             check_files: verify every image file exists now (off only for very large remote sets:
                 a missing file is then found when read, skipped like an unreadable one or, with
                 ``missing="error"``, raised).
             missing: ``"skip"`` image files that are absent (named, counted; refused when more than
                 half are) or ``"error"``: stop on any.
+            unknown_categories: an annotation whose category is not in ``label_map``: ``"error"``, or
+                ``"ignore"`` it like a crowd region (a validation file with classes the model lacks:
+                the evaluation leaves those categories out, :class:`detector.labels.CategoryMatch`).
         """
         if missing not in ("skip", "error"):
             raise ValueError(f"missing must be 'skip' or 'error', got {missing!r}")
@@ -210,10 +218,17 @@ class CocoDetection(torch.utils.data.Dataset):
         self.transform = transform
         self.missing = missing
         data = load_coco_json(self.annotation_file)
+        self.category_match: CategoryMatch | None = None
+        if labels_by_name is not None:
+            self.category_match = match_categories(labels_by_name, data["categories"], str(self.annotation_file))
+            label_map = self.category_match.dataset_label_map()
         self.label_map = label_map if label_map is not None else LabelMap.from_categories(data["categories"])
         known = set(self.label_map.category_ids)
+        self._known_categories = known
         unknown = [a.get("id") for a in data["annotations"] if int(a.get("category_id", -1)) not in known]
-        if unknown:
+        if unknown_categories not in ("error", "ignore"):
+            raise ValueError(f"unknown_categories must be 'error' or 'ignore', got {unknown_categories!r}")
+        if unknown and unknown_categories == "error":
             raise ValueError(
                 f"{self.annotation_file}: annotation id(s) {_preview(unknown)} have a category_id that is not "
                 f"in 'categories' {sorted(known)}"
@@ -291,6 +306,8 @@ class CocoDetection(torch.utils.data.Dataset):
         width, height = float(info.get("width") or math.inf), float(info.get("height") or math.inf)
         boxes, labels = [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
+            if int(ann.get("category_id", -1)) not in self._known_categories:
+                continue  # unknown_categories="ignore"
             if ann.get("iscrowd", 0):
                 # SSD has no "ignore" state: a crowd region as a positive teaches a wrong box.
                 self.stats.crowd += 1

@@ -25,7 +25,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torchvision.ops import box_convert
 
 from detector.arrays import to_numpy
-from detector.labels import LabelMap
+from detector.labels import CategoryMatch, LabelMap
 
 __all__ = [
     "BACKENDS",
@@ -224,6 +224,7 @@ class CocoEvalRun:
     coco_dt: Any
     coco_eval: Any
     backend: str
+    notes: list[str] = field(default_factory=list)  # what the tools print beside the metrics (left-out images...)
 
 
 def _category_names(coco_gt: Any, cat_ids: Sequence[int]) -> dict[int, str]:
@@ -271,6 +272,7 @@ def run_coco_eval(
     *,
     backend: Backend = "pycocotools",
     image_ids: Iterable[int] | None = None,
+    category_ids: Iterable[int] | None = None,
 ) -> CocoEvalRun:
     """Evaluate COCO box results; returns the metrics and the COCO / COCOeval objects.
 
@@ -280,6 +282,9 @@ def run_coco_eval(
         backend: ``"pycocotools"`` (the reference) or ``"faster-coco-eval"``.
         image_ids: the images to evaluate; ``None`` means every image of the ground truth, so an
             image without detections counts as all misses (the official protocol).
+        category_ids: the categories to score (``COCOeval.params.catIds``); ``None``: every category of
+            the ground truth. A model scored on a set with other classes too gives the ones both know
+            (:class:`detector.labels.CategoryMatch`).
     """
     coco_gt = load_ground_truth(ground_truth, backend)
     coco_dt = load_results(coco_gt, results, backend)
@@ -287,6 +292,8 @@ def run_coco_eval(
     ids = sorted(coco_gt.getImgIds()) if image_ids is None else sorted({int(i) for i in image_ids})
     # pycocotools reads an empty imgIds as "all images"; an empty evaluation is all -1 instead.
     coco_eval.params.imgIds = ids if ids else [-1]
+    if category_ids is not None:
+        coco_eval.params.catIds = sorted({int(c) for c in category_ids})
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools narrates each step on stdout
         coco_eval.evaluate()
         coco_eval.accumulate()
@@ -331,9 +338,10 @@ def predictions_to_results(
 
 
 def _to_arrays(
-    image_ids: Sequence[int], predictions: Sequence[Mapping[str, Any]], label_map: LabelMap | None
+    image_ids: Sequence[int], predictions: Sequence[Mapping[str, Any]], label_map: LabelMap | CategoryMatch | None
 ) -> list[tuple[int, np.ndarray]]:
-    """Each prediction as ``(image_id, float64 [N, 6] = x, y, w, h, score, category_id)``."""
+    """Each prediction as ``(image_id, float64 [N, 6] = x, y, w, h, score, category_id)``; detections of a
+    class that ``label_map`` (a :class:`CategoryMatch`) maps to no category (id -1) are left out."""
     if len(image_ids) != len(predictions):
         raise ValueError(f"{len(image_ids)} image ids for {len(predictions)} predictions")
     out = []
@@ -360,7 +368,8 @@ def _to_arrays(
         if not (len(boxes) == len(scores) == len(cats)):
             raise ValueError(f"image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(cats)} labels")
         xywh = box_convert(boxes, "xyxy", "xywh").numpy()
-        out.append((int(image_id), np.column_stack([xywh, scores, cats.astype(np.float64)])))
+        keep = cats >= 0
+        out.append((int(image_id), np.column_stack([xywh, scores, cats.astype(np.float64)])[keep]))
     return out
 
 
@@ -401,10 +410,11 @@ class CocoEvaluator:
     def __init__(
         self,
         ground_truth: str | os.PathLike[str] | dict[str, Any] | Any,
-        label_map: LabelMap | None = None,
+        label_map: LabelMap | CategoryMatch | None = None,
         backend: Backend = "pycocotools",
         *,
         all_images: bool = False,
+        category_ids: Sequence[int] | None = None,
     ) -> None:
         """
         Args:
@@ -414,12 +424,18 @@ class CocoEvaluator:
                 optional when predictions carry ``category_ids``.
             backend: ``"pycocotools"`` (the reference) or ``"faster-coco-eval"`` (same numbers, faster).
             all_images: evaluate every ground-truth image, counting the unprocessed ones as misses.
+            category_ids: the categories to score (default: a :class:`CategoryMatch`'s ``evaluated_ids``,
+                else every category of the ground truth).
         """
         _check_backend(backend)
         self.backend = backend
         self.coco_gt = load_ground_truth(ground_truth, backend)
         self.label_map = label_map
         self.all_images = all_images
+        if category_ids is None and isinstance(label_map, CategoryMatch):
+            category_ids = label_map.evaluated_ids
+        self.category_ids = None if category_ids is None else tuple(category_ids)
+        self.evaluated_images: list[int] = []  # after evaluate(), on rank 0: the image ids scored
         self.last_run: CocoEvalRun | None = None
         self._predictions: dict[int, np.ndarray] = {}
 
@@ -473,7 +489,9 @@ class CocoEvaluator:
             try:
                 results = [r for i, rows in sorted(predictions.items()) for r in _rows_to_results(i, rows)]
                 image_ids = None if self.all_images else sorted(predictions)
-                self.last_run = run_coco_eval(self.coco_gt, results, backend=self.backend, image_ids=image_ids)
+                self.evaluated_images = sorted(self.coco_gt.getImgIds()) if self.all_images else sorted(predictions)
+                self.last_run = run_coco_eval(self.coco_gt, results, backend=self.backend, image_ids=image_ids,
+                                              category_ids=self.category_ids)
                 outcome = self.last_run.metrics
             except Exception as err:  # re-raised below on every rank
                 if not _distributed():

@@ -21,7 +21,7 @@ from torch import Tensor
 from detector.data.coco import CocoDetection, detection_collate
 from detector.data.transforms import build_transforms
 from detector.evaluation.coco import Backend, CocoEvalRun, CocoEvaluator
-from detector.labels import LabelMap
+from detector.labels import LabelMap, match_categories
 
 __all__ = ["evaluate_on_dataset", "evaluate_predictor_on_dataset", "evaluation_step"]
 
@@ -75,38 +75,49 @@ def evaluate_on_dataset(
         progress: a ``tqdm`` bar over the batches.
 
     Returns:
-        The evaluation (``run.metrics``: :mod:`detector.evaluation.coco`'s keys) and the COCO results
-        list it scored (``bbox`` ``[x, y, w, h]`` in original pixels, the user's category ids).
-        Every annotated image counts: one that fails to decode is scored as all misses, not skipped.
+        The evaluation (``run.metrics``: :mod:`detector.evaluation.coco`'s keys; ``run.notes``: what
+        differed, for the tool to print) and the COCO results list it scored (``bbox`` ``[x, y, w, h]``
+        in original pixels, the file's category ids).
+
+    Categories are matched **by name** (:func:`detector.labels.match_categories`): the file's ids are
+    used whatever the model was trained with, and only the categories both know are scored; what
+    differs is in ``run.notes``. Images that cannot be read (or are absent) are left out of the
+    evaluation and named in ``run.notes``, as training's validation leaves them out.
 
     Raises:
-        ValueError: the model predicts category ids that ``annotations`` does not list (or the
-            dataset's own errors: invalid JSON, missing images...).
+        ValueError: no class of the model is a category of ``annotations`` (or the dataset's own
+            errors: invalid JSON, too many missing images...).
     """
     from tqdm import tqdm
 
     transform = build_transforms("none", image_size=runner.image_size, train=False, mean=runner.mean, std=runner.std)
     dataset = CocoDetection(images, annotations, transform)
-    _check_categories(label_map, dataset, annotations)
+    match = match_categories(label_map, dataset.coco.dataset["categories"], str(annotations))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=detection_collate, pin_memory=torch.device(runner.device).type == "cuda",
     )
-    evaluator = CocoEvaluator(dataset.coco, label_map=label_map, backend=backend, all_images=True)
+    evaluator = CocoEvaluator(dataset.coco, label_map=match, backend=backend)
     for batch_images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress):
         evaluation_step(evaluator, runner, batch_images, targets)
     evaluator.evaluate()
     assert evaluator.last_run is not None  # a single process evaluates on its own rank 0
+    evaluator.last_run.notes.extend(evaluation_notes(dataset, match.describe(), evaluator.evaluated_images))
     return evaluator.last_run, evaluator.results()
 
 
-def _check_categories(label_map: LabelMap, dataset: CocoDetection, annotations: str | PathLike[str]) -> None:
-    missing = sorted(set(label_map.category_ids) - set(dataset.coco.getCatIds()))
-    if missing:
-        raise ValueError(
-            f"the model predicts category id(s) {missing} that {annotations} does not list; "
-            f"it was trained on other categories ({list(label_map.names)[:10]}...)"
-        )
+def evaluation_notes(dataset: CocoDetection, categories: str, evaluated: Sequence[int]) -> list[str]:
+    """The lines a summary prints beside the metrics: how the categories matched (when not exactly),
+    and the listed images left out (absent, or unreadable), named."""
+    notes = [categories] if categories else []
+    scored = set(evaluated)
+    unreadable = [dataset.coco.imgs[i]["file_name"] for i in dataset.ids if i not in scored]
+    listed = len(dataset.coco.imgs)
+    for what, names in (("unreadable", unreadable), ("missing", list(dataset.stats.missing))):
+        if names:
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            notes.append(f"{len(names)} of the {listed} images of {dataset.annotation_file} left out ({what}): {shown}")
+    return notes
 
 
 def evaluate_predictor_on_dataset(
@@ -121,31 +132,25 @@ def evaluate_predictor_on_dataset(
     """:func:`evaluate_on_dataset` for a :class:`detector.inference.Predictor`, so its views of each
     image count: sliced inference and letterboxing (:mod:`detector.slicing`). Each image is decoded
     at its own size and given to ``predictor.predict_batch`` whole; one that fails to decode is
-    named in a warning and scored as all misses. Same returns."""
-    import warnings
-
+    left out and named in ``run.notes``. Same returns."""
     from tqdm import tqdm
 
     from detector.data.io import ImageReadError, load_image
 
     dataset = CocoDetection(images, annotations, transform=None)
-    label_map = predictor.label_map
-    _check_categories(label_map, dataset, annotations)
-    evaluator = CocoEvaluator(dataset.coco, label_map=label_map, backend=backend, all_images=True)
-    unreadable = 0
+    match = match_categories(predictor.label_map, dataset.coco.dataset["categories"], str(annotations))
+    evaluator = CocoEvaluator(dataset.coco, label_map=match, backend=backend)
     for start in tqdm(range(0, len(dataset.ids), batch_size), desc="eval", unit="batch", disable=not progress):
         ids, arrays = [], []
         for image_id in dataset.ids[start:start + batch_size]:
             try:
                 arrays.append(load_image(dataset.images_dir / dataset.coco.imgs[image_id]["file_name"]))
                 ids.append(image_id)
-            except ImageReadError as error:
-                unreadable += 1
-                warnings.warn(f"{error}: scored as all misses", stacklevel=2)
+            except ImageReadError:
+                continue  # left out of the evaluation and named in run.notes
         if arrays:
             evaluator.process(ids, predictor.predict_batch(arrays))
-    if unreadable:
-        warnings.warn(f"{unreadable} unreadable image(s) scored as all misses", stacklevel=2)
     evaluator.evaluate()
     assert evaluator.last_run is not None
+    evaluator.last_run.notes.extend(evaluation_notes(dataset, match.describe(), evaluator.evaluated_images))
     return evaluator.last_run, evaluator.results()

@@ -24,6 +24,7 @@ class ClassifierCLI(RunCLI):
     """Links the data to the model: image size, and the class names of the training folders."""
 
     MONITOR = "val/top1"
+    RESUME_OVERRIDES = {"model.pretrained": "none"}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)

@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 from detector.checkpoint import atomic_save, load_data
 
@@ -108,6 +109,36 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._write_last(trainer)  # after this epoch's validation, which runs before this hook
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)  # ranks this validation (best.ckpt)
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        summary = getattr(pl_module, "validation_summary", "")
+        if not summary and self.monitor in trainer.callback_metrics:
+            summary = f"{self.monitor} {float(trainer.callback_metrics[self.monitor]):.4f}"
+        best = ""
+        current = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        if current is not None and self.save_top_k != 0:
+            # Lightning ranks this validation now or at this epoch's end: the best so far includes it.
+            scores = [float(current)] + ([float(self.best_model_score)] if self.best_model_score is not None else [])
+            value = max(scores) if self.mode == "max" else min(scores)
+            best = f"; best {self.monitor} {value:.4f} -> {Path(self.dirpath) / (self.filename + self.FILE_EXTENSION)}"
+        rank_zero_info(f"validation, epoch {trainer.current_epoch} step {trainer.global_step}: {summary}{best}")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The run's closing summary: where its checkpoints are and what they hold."""
+        lines = [f"fit ended at epoch {trainer.current_epoch}, step {trainer.global_step}"]
+        if self.write_last:
+            lines.append(f"last.ckpt (every weight; resume with --ckpt_path) -> {self.last_path}")
+        if self.best_model_path:
+            lines.append(f"best.ckpt ({self.monitor} {float(self.best_model_score):.4f}) -> {self.best_model_path}")
+        elif self.monitor is not None:
+            every = trainer.check_val_every_n_epoch
+            lines.append(f"no best.ckpt: no validation ran (it runs every {every} epoch(s), "
+                         "--trainer.check_val_every_n_epoch, and at none of this run's ends): use last.ckpt")
+        lines.extend(getattr(pl_module, "fit_summary", lambda: [])())
+        rank_zero_info("\n  ".join(lines))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

@@ -27,6 +27,9 @@ class RunCLI(LightningCLI):
     as data only. The data's ``image_size`` is linked to the model's; subclasses link the rest."""
 
     MONITOR: str = "val/mAP"
+    # Set when resuming or validating from --ckpt_path, whose file holds every weight: options that
+    # would load weights from elsewhere (a file that may be gone, a download) are switched off.
+    RESUME_OVERRIDES: dict[str, Any] = {}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
@@ -41,6 +44,21 @@ class RunCLI(LightningCLI):
             # LightningCLI reads the file's hyperparameters next (as data only, but with torch's
             # message): check it here first, so a file that needs code fails with an error naming it.
             load_data(path)
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI applies the checkpoint's hyperparameters over the command line, the weight
+        # sources included: resuming would need the init checkpoint (or the download) again.
+        super()._parse_ckpt_path()
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not (path and Path(path).is_file()):
+            return
+        for key, value in self.resume_overrides(load_data(path)).items():
+            self.config[subcommand][key] = value
+
+    def resume_overrides(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """Config values set when running from ``checkpoint`` (``--ckpt_path``)."""
+        return dict(self.RESUME_OVERRIDES)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
@@ -84,6 +102,14 @@ class DetectorCLI(RunCLI):
     :class:`CloseMosaic` when the data asks for ``close_mosaic``."""
 
     MONITOR = "val/mAP"
+    RESUME_OVERRIDES = {"model.init_checkpoint": None, "model.pretrained_backbone": "none"}
+
+    def resume_overrides(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        overrides = super().resume_overrides(checkpoint)
+        label_map = (checkpoint.get("detector") or {}).get("label_map")
+        if label_map:  # the classes its weights predict, whatever the annotation files number them
+            overrides["data.label_map"] = label_map
+        return overrides
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 from detector.data.coco import CocoDetection, detection_collate, load_coco_json
 from detector.data.transforms import build_transforms
@@ -35,6 +37,12 @@ class DetectionDataModule(LoaderDataModule):
             half absent stops the run) or ``error`` (any absent image stops it).
         mean, std: RGB normalisation (0..1 scale); linked from the model's preset, never set by hand
             (ImageNet's unless the preset says otherwise).
+        label_map: the classes, when they come from a checkpoint (``--ckpt_path``: its weights predict
+            them), not from the training annotations; set by the CLI, never by hand.
+
+    Every split's categories are matched to the classes **by name** (:func:`detector.labels.match_categories`):
+    a file whose ids are numbered otherwise is read with its own ids. The training file must have exactly
+    the classes; a validation file may lack some or have others (those are left out, and said).
     """
 
     def __init__(
@@ -52,9 +60,10 @@ class DetectionDataModule(LoaderDataModule):
         missing: str = "skip",
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        label_map: dict[str, list] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, detection_collate)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["label_map"])  # the model logs it (equal hparams must agree)
         self.train_images = train_images
         self.train_annotations = train_annotations
         self.val_images = val_images
@@ -72,7 +81,7 @@ class DetectionDataModule(LoaderDataModule):
         source = train_annotations or val_annotations
         if source is None:
             raise ValueError("give --data.train_annotations (or --data.val_annotations for validate)")
-        self.label_map = read_label_map(source)
+        self.label_map = LabelMap.from_dict(label_map) if label_map else read_label_map(source)
         self.train_dataset: CocoDetection | None = None
         self.val_dataset: CocoDetection | None = None
 
@@ -87,19 +96,18 @@ class DetectionDataModule(LoaderDataModule):
             transform = build_transforms(self.augment, self.image_size, train=True, mean=self.mean, std=self.std,
                                          seed=self.seed)
             self.train_dataset = CocoDetection(self.train_images, self.train_annotations, transform,
-                                               missing=self.missing)
-            self._check_label_map(self.train_dataset)
+                                               labels_by_name=self.label_map, missing=self.missing,
+                                               unknown_categories="ignore")
+            match = self.train_dataset.category_match
+            if match.missing or match.unmatched:
+                raise ValueError(f"the training categories must be the model's classes {list(self.label_map.names)}: "
+                                 f"{match.describe()}")
         if stage in ("fit", "validate") and self.val_dataset is None and self.val_annotations:
             if not self.val_images:
                 raise ValueError("--data.val_annotations needs --data.val_images")
             transform = build_transforms("none", self.image_size, train=False, mean=self.mean, std=self.std)
-            self.val_dataset = CocoDetection(self.val_images, self.val_annotations, transform, label_map=self.label_map,
-                                             missing=self.missing)
-            self._check_label_map(self.val_dataset)
-
-    def _check_label_map(self, dataset: CocoDetection) -> None:
-        if dataset.label_map != self.label_map:
-            raise ValueError(
-                f"categories differ between the training annotations ({list(self.label_map.names)}) "
-                f"and {dataset.annotation_file} ({list(dataset.label_map.names)})"
-            )
+            self.val_dataset = CocoDetection(self.val_images, self.val_annotations, transform,
+                                             labels_by_name=self.label_map, missing=self.missing,
+                                             unknown_categories="ignore")
+            if not self.val_dataset.category_match.exact:
+                rank_zero_warn(self.val_dataset.category_match.describe())

@@ -5,13 +5,13 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from detector.checkpoint import WEIGHTS_KEY, detector_meta, model_state_dict, read_checkpoint
 from detector.evaluation.coco import CocoEvaluator
-from detector.evaluation.evaluate import evaluation_step
-from detector.labels import LabelMap
+from detector.evaluation.evaluate import evaluation_notes, evaluation_step
+from detector.labels import LabelMap, match_categories
 from detector.modeling.ssdlite import SSDLite, build_model
 from detector.training.base import TrainingModule
 from detector.training.weights_choice import FinalWeightsComparison, WeightsChoice
@@ -156,6 +156,7 @@ class DetectorModule(TrainingModule):
         # "ema" / "model" -> its evaluator: the copies validated (both with an EMA and compare_ema).
         self.evaluators: dict[str, CocoEvaluator] = {}
         self.weights_choice: WeightsChoice | None = None
+        self.validation_summary = ""  # the last validation in one line (RunCheckpoint prints it)
 
     def setup(self, stage: str) -> None:
         if self.hparams.channels_last:
@@ -198,9 +199,13 @@ class DetectorModule(TrainingModule):
             raise RuntimeError("validation needs --data.val_images and --data.val_annotations")
         for key in self.validated_models():
             if key not in self.evaluators:
-                self.evaluators[key] = CocoEvaluator(dataset.coco, label_map=self.label_map,
-                                                     backend=self.hparams.eval_backend)
+                self.evaluators[key] = self._evaluator(dataset)
             self.evaluators[key].reset()
+
+    def _evaluator(self, dataset: Any) -> CocoEvaluator:
+        """A COCO evaluator of ``dataset``, its categories matched to this model's classes by name."""
+        match = match_categories(self.label_map, dataset.coco.dataset["categories"], str(dataset.annotation_file))
+        return CocoEvaluator(dataset.coco, label_map=match, backend=self.hparams.eval_backend)
 
     def validation_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> None:
         images, targets = batch
@@ -218,20 +223,28 @@ class DetectorModule(TrainingModule):
     def on_validation_epoch_end(self) -> None:
         scores = {key: self.evaluators[key].evaluate() for key in self.validated_models()}
         metrics = next(iter(scores.values()))
+        summary = f"val/mAP {metrics['AP']:.4f}, val/mAP50 {metrics['AP50']:.4f}"
         if len(scores) == 2:
             choice = WeightsChoice.compare(scores["ema"]["AP"], scores["model"]["AP"], self.global_step)
             metrics = scores[choice.use]
             self.log("val/mAP_ema", float(scores["ema"]["AP"]))
             self.log("val/mAP_raw", float(scores["model"]["AP"]))
             if not self.trainer.sanity_checking:
-                self._record_choice(choice)
+                self.weights_choice = choice
+            summary = (f"val/mAP {metrics['AP']:.4f}, val/mAP50 {metrics['AP50']:.4f} "
+                       f"({'EMA' if choice.use == 'ema' else 'raw'} weights; EMA {choice.val_mAP_ema:.4f}, "
+                       f"raw {choice.val_mAP_raw:.4f})")
         for key, name in LOGGED_METRICS.items():
             # Every rank holds rank 0's result, so logging needs no further reduction.
             self.log(f"val/{name}", float(metrics[key]), prog_bar=key in ("AP", "AP50"))
+        evaluator = next(iter(self.evaluators.values()))
+        dataset = self.trainer.datamodule.val_dataset
+        notes = evaluation_notes(dataset, "", evaluator.evaluated_images) if self.trainer.is_global_zero else []
+        self.validation_summary = "; ".join([summary, *notes])
 
-    def _record_choice(self, choice: WeightsChoice) -> None:
-        self.weights_choice = choice
-        (rank_zero_warn if choice.ema_far_worse else rank_zero_info)(choice.describe())
+    def fit_summary(self) -> list[str]:
+        """Lines for the end-of-fit summary (:class:`detector.training.callbacks.RunCheckpoint`)."""
+        return [self.weights_choice.describe()] if self.weights_choice is not None else []
 
     @torch.no_grad()
     def compare_weights_now(self) -> WeightsChoice | None:
@@ -246,8 +259,7 @@ class DetectorModule(TrainingModule):
         if self.weights_choice is not None and self.weights_choice.global_step == self.global_step:
             return self.weights_choice
         dataset = datamodule.val_dataset
-        evaluators = {key: CocoEvaluator(dataset.coco, label_map=self.label_map, backend=self.hparams.eval_backend)
-                      for key in models}
+        evaluators = {key: self._evaluator(dataset) for key in models}
         was_training = self.training
         self.eval()
         try:
@@ -258,7 +270,7 @@ class DetectorModule(TrainingModule):
         finally:
             self.train(was_training)
         scores = {key: evaluator.evaluate()["AP"] for key, evaluator in evaluators.items()}
-        self._record_choice(WeightsChoice.compare(scores["ema"], scores["model"], self.global_step))
+        self.weights_choice = WeightsChoice.compare(scores["ema"], scores["model"], self.global_step)
         return self.weights_choice
 
     def configure_callbacks(self) -> list[Callback]:

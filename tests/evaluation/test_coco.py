@@ -428,6 +428,11 @@ def test_evaluate_on_dataset_runs_a_runner_over_every_image_and_scores_like_pyco
         oracle.summarize()
     assert [run.metrics[k] for k in COCO_STATS_KEYS] == pytest.approx(list(oracle.stats), abs=1e-12)
     assert run.metrics["per_class"]["boat"]["AP"] == 0.0 and run.metrics["per_class"]["car"]["AP50"] > 0.4
-    with pytest.raises(ValueError, match=r"category id\(s\) \[9\]"):
-        evaluate_on_dataset(runner, LabelMap((3, 9), ("car", "ship")), tmp_path / "images", tmp_path / "gt.json",
+    # Matched by name: a class the file lacks is left out (and said), the categories both know are scored.
+    subset, _ = evaluate_on_dataset(runner, LabelMap((3, 9), ("car", "ship")), tmp_path / "images",
+                                    tmp_path / "gt.json", num_workers=0, progress=False)
+    assert list(subset.metrics["per_class"]) == ["car"]
+    assert any("ship" in note and "boat" in note for note in subset.notes)
+    with pytest.raises(ValueError, match=r"none of the model's classes \['ship'\]"):
+        evaluate_on_dataset(runner, LabelMap((9,), ("ship",)), tmp_path / "images", tmp_path / "gt.json",
                             num_workers=0, progress=False)
