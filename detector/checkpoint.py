@@ -61,6 +61,12 @@ def load_data(path: str | Path, map_location: Any = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    # torch.save writes a zip archive (PK..), or a bare pickle (protocol 2+: 0x80) with the legacy format.
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise ValueError(f"{path}: not a PyTorch checkpoint (a torch.save file is a zip archive or a pickle; "
+                         f"this one starts with {head!r})")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:

@@ -139,16 +139,25 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
                        help="also run on overlapping tiles of each image and merge by NMS (SAHI); tiles as tall "
                             "as the image with the network's aspect ratio unless --slice-size")
     group.add_argument("--slice-size", help="tile size in image pixels, S or HxW (implies --slice)")
-    group.add_argument("--slice-overlap", type=float, default=0.2, help="overlap of neighbouring tiles (default: %(default)s)")
+    group.add_argument("--slice-overlap", type=float, help="overlap of neighbouring tiles (default: 0.2; with --slice)")
     group.add_argument("--slice-no-full-frame", action="store_true", help="tiles only, not the whole image too")
     group.add_argument("--letterbox", action="store_true",
                        help="pad images (and tiles) to the network's aspect ratio instead of stretching them")
 
 
 def view_options(args: argparse.Namespace) -> dict[str, object]:
-    """:class:`detector.inference.Predictor` keywords from :func:`add_view_arguments`' flags."""
+    """:class:`detector.inference.Predictor` keywords from :func:`add_view_arguments`' flags.
+
+    Raises:
+        ValueError: a tile option without ``--slice`` / ``--slice-size`` (it would do nothing)."""
     slicing = None
     if args.slice or args.slice_size:
-        slicing = Slicing(tile=_size(args.slice_size) if args.slice_size else None, overlap=args.slice_overlap,
+        overlap = 0.2 if args.slice_overlap is None else args.slice_overlap
+        slicing = Slicing(tile=_size(args.slice_size) if args.slice_size else None, overlap=overlap,
                           full_frame=not args.slice_no_full_frame)
+    else:
+        given = [flag for flag, value in (("--slice-overlap", args.slice_overlap is not None),
+                                          ("--slice-no-full-frame", args.slice_no_full_frame)) if value]
+        if given:
+            raise ValueError(f"{' and '.join(given)} apply to sliced inference: add --slice (or --slice-size)")
     return {"slicing": slicing, "letterbox": args.letterbox}

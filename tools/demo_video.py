@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from detector.checkpoint import resolve_device
@@ -65,6 +66,15 @@ def build_detect_fn(checkpoint: Path, backend: str, device: str, **options: obje
     return predictor.predict
 
 
+def view_record(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """What ran and how it saw each frame, for the summary (whole frame, or tiles: ``--slice``)."""
+    slicing = options["slicing"]
+    return {"checkpoint": str(args.checkpoint), "backend": args.backend, "letterbox": bool(options["letterbox"]),
+            "slice": slicing is not None,
+            **({"slice_size": list(slicing.tile) if slicing.tile else None, "slice_overlap": slicing.overlap,
+                "slice_full_frame": slicing.full_frame} if slicing is not None else {})}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
@@ -78,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run_video(args.input, args.output, detect_fn, classes=classes, score_threshold=args.score_threshold,
                             track=args.track, max_frames=args.max_frames, tracker=tracker, fps=args.fps,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, view=view_record(args, options))
     except VideoReadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({k: summary[k] for k in ("frames", "mean_model_ms", "end_to_end_fps")}))
+    print(json.dumps({k: summary[k] for k in ("frames", "mean_model_ms", "end_to_end_fps", "view")}))
     print(f"wrote {summary['output']['path']} ({summary['output']['width']}x{summary['output']['height']} "
           f"@ {summary['output']['fps']:g} fps, {summary['output']['codec']}) and {summary['output']['json']}")
     return 0

@@ -198,8 +198,7 @@ def print_pte_summary(args: argparse.Namespace, result: Any, written: list[str])
     for line in written:
         print(f"  {line}")
     first = int8_path(args.output) if args.int8 else args.output
-    print(f"try: python -c \"from detector.deploy.executorch_runtime import load_executorch_runner; "
-          f"print(load_executorch_runner('{first}').info.label_map)\"")
+    print(f"try: python tools/predict.py --checkpoint {first} --input IMAGES --output DIR")
 
 
 def export_classifier_pte(args: argparse.Namespace) -> int:

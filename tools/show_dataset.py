@@ -14,6 +14,7 @@ import numpy as np
 
 from detector.data.coco import CocoDetection
 from detector.data.transforms import PIPELINES, build_transforms
+from detector.errors import report_user_errors
 from detector.evaluation.plots import sample_grid
 from detector.files import atomic_write
 
@@ -28,7 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=320)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.image_size < 1:
+        parser.error(f"--image-size must be a positive number of pixels, got {args.image_size}")
+    if args.num < 1:
+        parser.error(f"-n/--num must be at least 1, got {args.num}")
+    return report_user_errors(lambda: show(args))
 
+
+def show(args: argparse.Namespace) -> int:
     train = args.pipeline != "eval"
     transform = build_transforms(args.pipeline if train else "none", args.image_size, train, seed=args.seed)
     dataset = CocoDetection(args.images, args.annotations, transform)

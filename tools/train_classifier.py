@@ -10,7 +10,10 @@ A LightningCLI over ``detector.pretrain``: ``--data.*``, ``--model.*`` and ``--t
 detector: ``tools/train.py fit ... --model.pretrained_backbone RUN/checkpoints/best.ckpt`` (same
 ``width_mult``).
 """
+import sys
+
 from detector.pretrain.cli import main
+from detector.training.cli import run_tool
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -24,7 +24,10 @@ def list_models() -> None:
     for model in zoo_models().values():
         height, width = model.input_size
         cached = ("shipped" if model.packaged else "yes") if model.cache_path.is_file() else f"no ({model.cache_path})"
-        size = "?" if model.file_size_mb is None else f"{model.file_size_mb:.1f}"
+        size_mb = model.file_size_mb
+        if size_mb is None and model.cache_path.is_file():  # a shipped file: its size on disk
+            size_mb = model.cache_path.stat().st_size / 1e6
+        size = "?" if size_mb is None else f"{size_mb:.1f}"
         ap = "-" if model.box_ap is None else f"{model.box_ap:.1f}"
         print(f"| {model.name} | {model.source} | {ap} | {model.ap_on} | {height}x{width} | {size} "
               f"| {cached} |")

@@ -223,11 +223,16 @@ class CocoDetection(torch.utils.data.Dataset):
             self.category_match = match_categories(labels_by_name, data["categories"], str(self.annotation_file))
             label_map = self.category_match.dataset_label_map()
         self.label_map = label_map if label_map is not None else LabelMap.from_categories(data["categories"])
+        if unknown_categories not in ("error", "ignore"):
+            raise ValueError(f"unknown_categories must be 'error' or 'ignore', got {unknown_categories!r}")
+        listed = {int(c["id"]) for c in data["categories"]}
+        undeclared = [a.get("id") for a in data["annotations"] if int(a.get("category_id", -1)) not in listed]
+        if undeclared:
+            raise ValueError(f"{self.annotation_file}: annotation id(s) {_preview(undeclared)} have a category_id "
+                             f"that is not in 'categories' {sorted(listed)}")
         known = set(self.label_map.category_ids)
         self._known_categories = known
         unknown = [a.get("id") for a in data["annotations"] if int(a.get("category_id", -1)) not in known]
-        if unknown_categories not in ("error", "ignore"):
-            raise ValueError(f"unknown_categories must be 'error' or 'ignore', got {unknown_categories!r}")
         if unknown and unknown_categories == "error":
             raise ValueError(
                 f"{self.annotation_file}: annotation id(s) {_preview(unknown)} have a category_id that is not "

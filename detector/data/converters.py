@@ -159,6 +159,7 @@ def voc_to_coco(
     split_file: PathT | None = None,
     class_names: Sequence[str] | None = None,
     difficult: Difficult = "ignore",
+    categories: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], ConversionReport]:
     """Convert a folder of Pascal VOC XML files to a COCO dict.
 
@@ -168,7 +169,10 @@ def voc_to_coco(
             and to read sizes missing from the XML. Images that are absent or unreadable are
             reported and skipped.
         split_file: VOC ``ImageSets`` list; only those stems are converted.
-        class_names: fixes the category order (ids 1..K); by default the sorted names found.
+        class_names: fixes the category order (ids 1..K); by default the sorted names found (so a
+            split that lacks a class numbers the others otherwise: give every split the same list).
+        categories: COCO ``categories`` (``{"id", "name"}``) to use as they are, ids included (e.g. the
+            converted train split's); replaces ``class_names``.
         difficult: what ``<difficult>1</difficult>`` boxes become (see the module docstring):
             ``"ignore"`` (``iscrowd=1``), ``"keep"`` (an ordinary box) or ``"drop"`` (reported).
 
@@ -211,6 +215,9 @@ def voc_to_coco(
     malformed = report.dropped.get("malformed XML", [])
     if len(malformed) == len(xml_files):
         raise ValueError(f"none of the {len(xml_files)} XML files in {ann_dir} is valid VOC: {'; '.join(malformed[:3])}")
+    if categories is not None:
+        ids = {str(c["name"]): int(c["id"]) for c in categories}
+        return _assemble(parsed, list(ids), report, ids)
     names = list(class_names) if class_names is not None else sorted({n for *_, objs in parsed for n, *_ in objs})
     return _assemble(parsed, names, report)
 
@@ -270,8 +277,9 @@ def _assemble(
     parsed: Iterable[Parsed],
     names: Sequence[str],
     report: ConversionReport,
+    ids: dict[str, int] | None = None,
 ) -> tuple[dict[str, Any], ConversionReport]:
-    cat_of = {n: i + 1 for i, n in enumerate(names)}
+    cat_of = dict(ids) if ids is not None else {n: i + 1 for i, n in enumerate(names)}
     images, annotations = [], []
     for image_id, (file_name, width, height, objects) in enumerate(parsed, start=1):
         images.append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height)})

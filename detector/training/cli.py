@@ -3,21 +3,37 @@ over :class:`DetectorModule` and :class:`DetectionDataModule`."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from detector.checkpoint import load_data
+from detector.errors import report_user_errors
 from detector.modeling.ssdlite import resolve_config
 from detector.training.callbacks import AtomicCheckpointIO, RunCheckpoint
 from detector.training.datamodule import DetectionDataModule
 from detector.training.module import DetectorModule
 from detector.training.mosaic import CloseMosaic
 
-__all__ = ["DetectorCLI", "RunCLI", "main", "run_cli"]
+__all__ = ["DetectorCLI", "RunArgumentParser", "RunCLI", "main", "run_cli", "run_tool"]
+
+
+class RunArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, answering a bad option with one ``error:`` line (its message names the
+    option) and a pointer to ``--help``, instead of the full usage before it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("DETECTOR_TRACEBACK"):
+            super().error(message, ex)
+        lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+        # jsonargparse nests the cause under its own headline: the last lines say what is wrong.
+        detail = " | ".join(lines[-3:]) if len(lines) > 3 else " | ".join(lines)
+        sys.stderr.write(f"error: {detail} (--help lists the options)\n")
+        sys.exit(2)
 
 
 class RunCLI(LightningCLI):
@@ -40,6 +56,8 @@ class RunCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("last", "best", "hpc", "registry") and not Path(path).is_file():
+            raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
         if path and Path(path).is_file():
             # LightningCLI reads the file's hyperparameters next (as data only, but with torch's
             # message): check it here first, so a file that needs code fails with an error naming it.
@@ -78,6 +96,7 @@ def run_cli(cli: type[RunCLI], model: type[LightningModule], data: type[Lightnin
         data,
         args=args,
         run=run,
+        parser_class=RunArgumentParser,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
         # Lightning's 'auto' would pick MPS/GPU when present; 'auto' is right for users, so keep it.
@@ -85,16 +104,31 @@ def run_cli(cli: type[RunCLI], model: type[LightningModule], data: type[Lightnin
     )
 
 
+def run_tool(main_fn: Any, args: list[str] | None = None) -> int:
+    """A training tool's entry point: ``main_fn(args)``, bad input answered by one ``error:`` line
+    (:func:`detector.errors.report_user_errors`)."""
+    outcome = report_user_errors(lambda: main_fn(args))
+    return outcome if isinstance(outcome, int) else 0
+
+
 def _label_map_of(data: DetectionDataModule) -> dict[str, list]:
     return data.label_map.to_dict()
 
 
+def _preset_config(preset: str) -> dict[str, Any]:
+    from detector.modeling.ssdlite import PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"--model.preset {preset!r} is not a preset; the presets are {', '.join(sorted(PRESETS))}")
+    return resolve_config(preset)
+
+
 def _preset_mean(preset: str) -> list[float]:
-    return list(resolve_config(preset)["mean"])
+    return list(_preset_config(preset)["mean"])
 
 
 def _preset_std(preset: str) -> list[float]:
-    return list(resolve_config(preset)["std"])
+    return list(_preset_config(preset)["std"])
 
 
 class DetectorCLI(RunCLI):

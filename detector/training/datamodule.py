@@ -68,6 +68,9 @@ class DetectionDataModule(LoaderDataModule):
         self.train_annotations = train_annotations
         self.val_images = val_images
         self.val_annotations = val_annotations
+        sides = [image_size] if isinstance(image_size, int) else list(image_size)
+        if len(sides) not in (1, 2) or any(int(side) < 1 for side in sides):
+            raise ValueError(f"--data.image_size must be a positive side or [height, width] in pixels, got {image_size}")
         self.image_size = image_size
         self.augment = augment
         if close_mosaic < 0:

@@ -20,13 +20,39 @@ from detector.training.weights_choice import FinalWeightsComparison, WeightsChoi
 LOGGED_METRICS = {"AP": "mAP", "AP50": "mAP50", "AP75": "mAP75", "APs": "mAP_small", "APm": "mAP_medium", "APl": "mAP_large"}
 
 
+# build_model options that change what a network computes from the same weights (its padding, its
+# input normalisation...), which the weights' shapes do not show: an init checkpoint must agree on them.
+NETWORK_OPTIONS = ("backbone", "reduced_tail", "backbone_taps", "padding", "bn_eps", "mean", "std")
+
+
+def check_same_network(config: dict[str, Any], checkpoint_config: dict[str, Any], path: str) -> None:
+    """``ValueError`` when ``checkpoint_config`` (an init checkpoint's) and ``config`` (the model's)
+    differ in :data:`NETWORK_OPTIONS`: its weights would load without complaint into a network that
+    computes otherwise (e.g. a TF model without TF's SAME padding)."""
+    def norm(value: Any) -> Any:
+        return [round(float(v), 6) for v in value] if isinstance(value, (list, tuple)) else value
+
+    differ = [key for key in NETWORK_OPTIONS
+              if key in checkpoint_config and norm(config.get(key)) != norm(checkpoint_config[key])]
+    if differ:
+        theirs = checkpoint_config.get("preset", "another")
+        details = ", ".join(f"{key} {checkpoint_config[key]} there, {config.get(key)} here" for key in differ)
+        raise ValueError(
+            f"--model.init_checkpoint {path} is a {theirs!r} network and --model.preset {config.get('preset')!r} "
+            f"computes otherwise ({details}); give --model.preset {theirs}"
+        )
+
+
 def load_matching_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
-    """Load every tensor of a detector checkpoint whose name and shape fit ``model``.
+    """Load every tensor of a detector checkpoint whose name and shape fit ``model``, after checking
+    that it is the same network (:func:`check_same_network`).
 
     Returns the loaded names and the skipped ones (missing in the file, or another shape, as the
     class heads of a checkpoint with another number of classes).
     """
-    source = model_state_dict(read_checkpoint(path))
+    checkpoint = read_checkpoint(path)
+    check_same_network(model.config, checkpoint["detector"]["config"], path)
+    source = model_state_dict(checkpoint)
     target = model.state_dict()
     loadable = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     model.load_state_dict(loadable, strict=False)
@@ -132,7 +158,8 @@ class DetectorModule(TrainingModule):
             width_mult=width_mult,
             neck=neck,
             image_size=image_size,
-            pretrained_backbone=pretrained_backbone,
+            # An init checkpoint brings its own backbone: no ImageNet download to be overwritten.
+            pretrained_backbone="none" if init_checkpoint else pretrained_backbone,
             classification=classification,
             stride8_level=stride8_level,
             min_scale=min_scale,

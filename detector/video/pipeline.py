@@ -76,6 +76,7 @@ def run_video(
     fps: float = _DEFAULT_FPS,
     progress: bool = True,
     crf: int = 23,
+    view: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``detect_fn`` over a video, write the annotated video and a JSON record beside it.
 
@@ -92,6 +93,8 @@ def run_video(
         fps: frame rate for image folders and webcams that report none.
         progress: show a tqdm progress bar on stderr.
         crf: H.264 quality (lower is better and larger).
+        view: how ``detect_fn`` sees each frame (model file, backend, slicing, letterbox), recorded as
+            the summary's ``"view"`` so runs of the same clip can be told apart.
 
     Returns:
         The summary also written under ``"summary"`` in ``OUT.json``: ``frames``,
@@ -126,6 +129,7 @@ def run_video(
         if counts.frames == 0:
             raise VideoReadError(source, "no frame was decoded")
         summary = _summary(info, writer, out_path, json_path, counts, step, track)
+        summary["view"] = view
         _write_record(json_path, summary, records)
     return summary
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 from collections import Counter
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -347,3 +348,40 @@ def test_bccd_boxes_match_test_csv_box_by_box() -> None:
     expected = Counter(b for b in boxes if b not in zero_size)
     assert sum(expected.values()) == 4888 - 2
     assert got == expected
+
+
+def test_every_split_gets_the_same_ids_with_classes_or_a_reference(tmp_path: Path) -> None:
+    """Issue #39: by default a split numbers the classes it has, so one without "cat" calls "dog" 1; the
+    tool's --classes (names, or a file) and --categories-from give every split the ids of the list."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tools_convert", Path(__file__).resolve().parents[2] / "tools" /
+                                                  "convert_dataset.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    images, xml = tmp_path / "img", tmp_path / "xml"
+    images.mkdir()
+    xml.mkdir()
+    for stem, names in (("a", ["dog"]), ("b", ["cat", "dog"])):
+        save_rgb(images / f"{stem}.png", np.zeros((30, 50, 3), np.uint8))
+        (xml / f"{stem}.xml").write_text(voc_xml(f"{stem}.png", 50, 30, "".join(voc_object(n, [1, 1, 20, 20])
+                                                                                for n in names)))
+        (tmp_path / f"{stem}.txt").write_text(stem + "\n")
+
+    def categories(*extra: str, split: str = "a") -> list[dict]:
+        out = tmp_path / f"{split}_{len(extra)}.json"
+        assert tool.main(["--from", "voc", "--images", str(images), "--annotations", str(xml), "--split-file",
+                          str(tmp_path / f"{split}.txt"), "--output", str(out), *extra]) == 0
+        return json.loads(out.read_text())["categories"]
+
+    assert categories() == [{"id": 1, "name": "dog"}]  # the default: what this split has
+    assert categories(split="b") == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    assert categories("--classes", "cat,dog") == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    assert categories("--classes", str(tmp_path / "classes.txt"))[1] == {"id": 2, "name": "dog"}
+    reference = tmp_path / "ref.json"
+    reference.write_text(json.dumps({"images": [], "annotations": [],
+                                     "categories": [{"id": 5, "name": "cat"}, {"id": 9, "name": "dog"}]}))
+    assert categories("--categories-from", str(reference)) == [{"id": 5, "name": "cat"}, {"id": 9, "name": "dog"}]
+    annotations = json.loads((tmp_path / "a_2.json").read_text())["annotations"]
+    assert [a["category_id"] for a in annotations] == [9]

@@ -8,6 +8,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from detector import build_model
+from detector.errors import WeightsUnavailableError
 from detector.modeling.backbone import MobileNetV2Backbone, imagenet_weights_path, load_backbone_weights
 
 TF_NORM = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
@@ -137,9 +138,11 @@ def test_imagenet_offline_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     expected = tmp_path / "checkpoints" / "mobilenet_v2-b0353104.pth"
     assert imagenet_weights_path() == expected
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(WeightsUnavailableError) as info:
         build_model(num_classes=3, image_size=128, pretrained_backbone="imagenet")
     assert str(expected) in str(info.value)
+    # ... and what to do without the file: from scratch, or from the zoo's pretrained detector (issue #39).
+    assert "--model.pretrained_backbone none" in str(info.value) and "configs/finetune_zoo_tf.yaml" in str(info.value)
     assert not expected.exists()
 
 

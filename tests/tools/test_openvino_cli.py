@@ -95,7 +95,9 @@ def test_eval_openvino_matches_onnx_and_takes_a_scorer_too(files, tmp_path, caps
         out = tmp_path / name / "metrics.json"
         assert tool.main(common + backends + ["--output", str(out)]) == 0
         metrics[name] = json.loads(out.read_text())
-    assert "faster-coco-eval, model on openvino" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "faster-coco-eval, model on openvino" in printed
+    assert "(pycocotools, model on onnx" in printed  # an .onnx runs on ONNX Runtime by default, never torch
     assert metrics["onnx"]["num_detections"] == metrics["openvino"]["num_detections"] > 0
     for key in ("AP", "AP50", "AP75"):
         assert abs(metrics["onnx"][key] - metrics["openvino"][key]) < 1e-3, key

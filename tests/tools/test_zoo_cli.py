@@ -25,6 +25,10 @@ def test_list_shows_each_model_with_its_cache_state(tmp_path: Path) -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "21.3" and cells[3].startswith("COCO val2017") and cells[4] == "320x320"
     assert cells[6].startswith("no (") and str(tmp_path / "torch" / "hub" / "checkpoints") in cells[6]
+    # A model shipped in the package: its file size on disk, not "?" (issue #39).
+    shipped = next(line for line in done.stdout.splitlines() if line.startswith("| carla_ssdlite_mobilenet_v2_pretrained "))
+    cells = [c.strip() for c in shipped.strip("|").split("|")]
+    assert cells[6] == "shipped" and cells[5] == "6.5"
 
 
 def test_offline_download_says_what_to_fetch_and_where(tmp_path: Path) -> None:

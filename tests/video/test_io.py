@@ -273,7 +273,14 @@ def test_demo_video_cli_with_a_stub_predictor(tmp_path: Path, monkeypatch: pytes
     assert rc == 0
     assert probe(out)[:4] == (4, 128, 96, 8)
     printed = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert printed["frames"] == 4 and set(printed) == {"frames", "mean_model_ms", "end_to_end_fps"}
+    assert printed["frames"] == 4 and set(printed) == {"frames", "mean_model_ms", "end_to_end_fps", "view"}
+    assert printed["view"] == {"checkpoint": "unused.pt", "backend": "torch", "letterbox": False, "slice": False}
+    # The view is recorded (issue #39): a sliced run says so in its summary.
+    assert cli.main(["--checkpoint", "unused.pt", "--input", str(src), "--output", str(tmp_path / "S.mp4"), "--slice",
+                     "--slice-overlap", "0.3", "--max-frames", "2", "--no-progress"]) == 0
+    view = json.loads((tmp_path / "S.json").read_text())["summary"]["view"]
+    assert view["slice"] is True and view["slice_overlap"] == 0.3 and view["slice_full_frame"] is True
+    capsys.readouterr()
     frames = json.loads(out.with_suffix(".json").read_text())["frames"]
     assert [[(d["name"], d["track_id"]) for d in f["detections"]] for f in frames] == [[("car", 1), ("dog", 2)]] * 4
     assert cli.main(["--checkpoint", "x", "--input", str(tmp_path / "nope.mp4"), "--output", str(out)]) == 1
