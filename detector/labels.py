@@ -59,7 +59,9 @@ class LabelMap:
 
 
 def _name_key(name: str) -> str:
-    return " ".join(str(name).split()).casefold()
+    """A name as matching sees it: case, underscores and repeated spaces ignored ("Traffic_Light" is
+    "traffic light")."""
+    return " ".join(str(name).replace("_", " ").split()).casefold()
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def match_categories(
 ) -> CategoryMatch:
     """Match ``label_map``'s class names to a COCO ``categories`` list.
 
-    A name matches exactly, else ignoring case and repeated spaces. ``class_map`` renames model classes
+    A name matches exactly, else ignoring case, underscores and repeated spaces (when that is unique). ``class_map`` renames model classes
     first (``{"car": "vehicle", "truck": "vehicle"}``: several may map to one category).
 
     Raises:

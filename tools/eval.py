@@ -58,6 +58,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-threshold", type=float, help="keep detections above this score (default: the model's)")
     parser.add_argument("--max-detections", type=int, help="detections per image after NMS (default: the model's)")
     parser.add_argument("--plots", type=Path, help="folder for precision-recall curves and the image gallery")
+    parser.add_argument("--class-map", nargs="+", metavar="NAME[,NAME...]=CATEGORY",
+                        help="the model's class names -> the annotations' category names where they differ, e.g. "
+                             "'car,truck,bus=vehicle' (classes are matched by name, case and '_' ignored; the "
+                             "classes both sides know are scored)")
     add_view_arguments(parser)
     args = parser.parse_args(argv)
     if args.checkpoint is not None and args.images is None:
@@ -67,6 +71,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--detections-out, --score-threshold and --max-detections apply to --checkpoint only")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.class_map and args.checkpoint is None:
+        parser.error("--class-map maps a model's classes: it applies to --checkpoint only")
     scorers = [b for b in args.backend if b in BACKENDS]
     runtimes = [b for b in args.backend if b in MODEL_BACKENDS]
     if len(scorers) > 1 or len(runtimes) > 1:
@@ -82,6 +88,7 @@ def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
     """The evaluation of ``--checkpoint`` (its detections written) or of ``--detections``; what was written."""
     if args.checkpoint is None:
         return run_coco_eval(args.annotations, args.detections, backend=args.backend), []
+    from detector.data.converters import parse_class_map
     from detector.evaluation.evaluate import evaluate_on_dataset
     from detector.inference import BACKENDS as RUNTIMES
     from detector.inference import is_onnx_file, load_runner
@@ -91,6 +98,7 @@ def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
                          "(export it with tools/export.py)")
     # An .onnx runs on the CPU whatever --device says (ONNX Runtime unless --backend openvino).
     views = view_options(args)
+    class_map = parse_class_map(args.class_map) if args.class_map else None
     if views["slicing"] is not None or views["letterbox"]:
         from detector.evaluation.evaluate import evaluate_predictor_on_dataset
         from detector.inference import Predictor
@@ -100,14 +108,15 @@ def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
                   if v is not None}
         predictor = Predictor.load(args.checkpoint, args.runtime, device=args.device, **views, **limits)
         run, results = evaluate_predictor_on_dataset(predictor, args.images, args.annotations,
-                                                     batch_size=args.batch_size, backend=args.backend)
+                                                     batch_size=args.batch_size, backend=args.backend,
+                                                     class_map=class_map)
     else:
         runner, label_map = load_runner(args.checkpoint, args.device, score_threshold=args.score_threshold,
                                         max_detections=args.max_detections,
                                         runtime=RUNTIMES[args.runtime] or "onnxruntime")
         run, results = evaluate_on_dataset(runner, label_map, args.images, args.annotations,
                                            batch_size=args.batch_size, num_workers=args.num_workers,
-                                           backend=args.backend)
+                                           backend=args.backend, class_map=class_map)
     dets_path = args.detections_out or args.output.with_name("detections.json")
     atomic_write_text(dets_path, json.dumps(results) + "\n")
     return run, [f"detections ({len(results)}, COCO results format) -> {dets_path}"]

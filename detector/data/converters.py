@@ -1,7 +1,7 @@
-"""Converters from Pascal VOC XML and YOLO text labels to COCO-format JSON.
+"""Converters from Pascal VOC XML, YOLO text, KITTI and BDD100K labels to COCO-format JSON.
 
-Every dataset enters the project as COCO JSON; these are the two formats custom data most often
-arrives in. Both clip boxes to the image and drop (and report) boxes that are empty after that.
+Every dataset enters the project as COCO JSON; VOC and YOLO are the formats custom data most often
+arrives in, KITTI and BDD100K those driving data does. Both clip boxes to the image and drop (and report) boxes that are empty after that.
 
 Coordinate conventions:
 - VOC ``<bndbox>`` values are read as pixel-edge ``xyxy`` (``w = xmax - xmin``), the convention of
@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 from detector.data.io import IMAGE_SUFFIXES, ImageReadError, image_size, list_images
 
-__all__ = ["IMAGE_EXTENSIONS", "ConversionReport", "read_split_file", "read_text", "voc_to_coco", "write_coco",
-           "yolo_to_coco"]
+__all__ = ["IMAGE_EXTENSIONS", "ConversionReport", "bdd100k_to_coco", "kitti_to_coco", "parse_class_map",
+           "read_split_file", "read_text", "voc_to_coco", "write_coco", "yolo_to_coco"]
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the old name of detector.data.io's one list, kept for callers
 PathT = str | PathLike[str]
@@ -50,6 +50,7 @@ class ConversionReport:
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["file: detail", ...]
     images_without_boxes: int = 0
     difficult: int = 0  # VOC difficult boxes written (as iscrowd=1 ignore regions, or kept as boxes)
+    ignore_regions: int = 0  # KITTI / BDD100K boxes out of the class map (and DontCare), as iscrowd=1
 
     def drop(self, reason: str, where: str) -> None:
         self.dropped.setdefault(reason, []).append(where)
@@ -62,7 +63,9 @@ class ConversionReport:
         lines = [
             f"images: {self.images} ({self.images_without_boxes} without boxes)",
             f"boxes: {self.boxes} (clipped to the image: {self.clipped}"
-            + (f"; VOC difficult: {self.difficult}" if self.difficult else "") + ")",
+            + (f"; VOC difficult: {self.difficult}" if self.difficult else "")
+            + (f"; ignore regions (iscrowd=1, one per category): {self.ignore_regions}" if self.ignore_regions else "")
+            + ")",
             f"classes: {len(self.classes)}: "
             + ", ".join(f"{c} ({self.boxes_per_class.get(c, 0)})" for c in self.classes),
             f"boxes dropped: {self.num_dropped}",
@@ -291,6 +294,9 @@ def _assemble(
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_of[name],
                                 "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0,
                                 **extra})
+            if extra.get("ignore_region"):
+                report.ignore_regions += 1
+                continue
             report.boxes_per_class[name] += 1
             kept += 1
         report.images_without_boxes += int(kept == 0)
@@ -364,4 +370,207 @@ def yolo_to_coco(
                 if box is not None:
                     objects.append((names[cls], box, {}))
         parsed.append((path.relative_to(img_dir).as_posix(), width, height, objects))
+    return _assemble(parsed, names, report)
+
+
+# --- driving formats: KITTI and BDD100K ----------------------------------------------------------
+
+KITTI_DONT_CARE = "DontCare"
+# KITTI's label_2 line: type truncated occluded alpha x1 y1 x2 y2 h w l x y z rotation_y [score]
+# (the devkit's readme; boxes in pixels, 0-based, x2 > x1).
+_KITTI_FIELDS = 15
+
+
+def parse_class_map(items: Iterable[str]) -> dict[str, str]:
+    """``["Car,Van,Truck=vehicle", "Pedestrian=person"]`` -> ``{"Car": "vehicle", ..., "Pedestrian": "person"}``.
+
+    Raises:
+        ValueError: an item without ``=``, an empty name, or a source name mapped twice.
+    """
+    mapping: dict[str, str] = {}
+    for item in items:
+        sources, sep, target = str(item).partition("=")
+        names = [s.strip() for s in sources.split(",") if s.strip()]
+        if not sep or not names or not target.strip():
+            raise ValueError(f"class map {item!r}: expected 'NAME[,NAME...]=TARGET', e.g. 'Car,Van,Truck=vehicle'")
+        for name in names:
+            if name in mapping:
+                raise ValueError(f"class map: {name!r} is mapped twice ({mapping[name]!r} and {target.strip()!r})")
+            mapping[name] = target.strip()
+    return mapping
+
+
+def _categories_and_ignores(types: Iterable[str], class_map: dict[str, str] | None,
+                            ignore: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """The category names (in the map's order, else sorted) and each kept source type's category."""
+    ignored = set(ignore)
+    if class_map:
+        names = list(dict.fromkeys(class_map.values()))
+        return names, dict(class_map)
+    names = sorted({t for t in types if t not in ignored})
+    return names, {n: n for n in names}
+
+
+def _driving_objects(boxes: list[tuple[str, list[float], dict[str, Any]]], category_of: dict[str, str],
+                     names: Sequence[str]) -> list[tuple[str, list[float], dict[str, Any]]]:
+    """Kept boxes under their category; every other box (a type out of the map, a don't-care region) as
+    an ``iscrowd=1`` ignore region of every category, since COCO ignores a crowd region per category."""
+    objects = []
+    for source_type, box, attributes in boxes:
+        if source_type in category_of:
+            objects.append((category_of[source_type], box, attributes))
+        else:
+            for name in names:
+                objects.append((name, box, {**attributes, "iscrowd": 1, "ignore_region": 1}))
+    return objects
+
+
+def kitti_to_coco(
+    images_dir: PathT,
+    labels_dir: PathT,
+    class_map: dict[str, str] | None = None,
+    split_file: PathT | None = None,
+) -> tuple[dict[str, Any], ConversionReport]:
+    """Convert KITTI object labels (``label_2/NNNNNN.txt``) to a COCO dict.
+
+    Args:
+        images_dir: the frames (``image_2``), found by the label file's stem.
+        labels_dir: one text file per frame, a line per object:
+            ``type truncated occluded alpha x1 y1 x2 y2 h w l x y z rotation_y`` (boxes in pixels).
+        class_map: KITTI type -> category name (``{"Car": "vehicle", "Van": "vehicle"}``); several types
+            may share one. ``None`` keeps every type as its own category (``DontCare`` excepted).
+        split_file: only the stems it lists.
+
+    Types left out of the map and ``DontCare`` regions become ignore regions (``iscrowd=1``, one per
+    category, ``"ignore_region": 1``): KITTI's evaluation ignores detections there. Every annotation keeps
+    KITTI's ``truncated`` (float), ``occluded`` (0..3), ``alpha`` and ``kitti_type``, so a KITTI metric can
+    set its difficulty levels from the COCO file alone. A label file without its image is skipped, named
+    and counted.
+
+    Raises:
+        FileNotFoundError: no label files, or split entries without one.
+        ValueError: a malformed line (field count, a non-number, ``x2 < x1`` or ``y2 < y1``), file and
+            line named.
+    """
+    img_dir, lbl_dir = Path(images_dir), Path(labels_dir)
+    label_files = sorted(lbl_dir.glob("*.txt"))
+    if split_file is not None:
+        wanted = read_split_file(split_file)
+        by_stem = {p.stem: p for p in label_files}
+        missing = [s for s in wanted if s not in by_stem]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} entries of {split_file} have no label file in {lbl_dir}: "
+                                    f"{missing[:20]}")
+        label_files = [by_stem[s] for s in wanted]
+    if not label_files:
+        raise FileNotFoundError(f"no KITTI label files (*.txt) in {lbl_dir}")
+    report = ConversionReport()
+    frames: list[tuple[str, int, int, list[tuple[str, list[float], dict[str, Any]]]]] = []
+    types: set[str] = set()
+    for label_path in label_files:
+        image = _find_image(img_dir, "", label_path.stem)
+        if image is None:
+            report.drop("image file missing", f"{label_path.name}: no {label_path.stem}.* in {img_dir}")
+            continue
+        try:
+            height, width = image_size(image)
+        except ImageReadError as err:
+            report.drop("image unreadable", f"{image.name}: {err.reason}")
+            continue
+        boxes = []
+        for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            where = f"{label_path}:{line_no}"
+            if len(parts) not in (_KITTI_FIELDS, _KITTI_FIELDS + 1):
+                raise ValueError(f"{where}: {len(parts)} fields, KITTI's label line has {_KITTI_FIELDS} "
+                                 f"('type truncated occluded alpha x1 y1 x2 y2 h w l x y z rotation_y'): {line!r}")
+            try:
+                truncated, occluded, alpha, x1, y1, x2, y2 = (float(v) for v in parts[1:8])
+            except ValueError as err:
+                raise ValueError(f"{where}: not numbers: {line!r}") from err
+            if x2 < x1 or y2 < y1:
+                raise ValueError(f"{where}: box x1 y1 x2 y2 = {x1} {y1} {x2} {y2} has x2 < x1 or y2 < y1")
+            box = _clip_box(x1, y1, x2, y2, width, height, report, f"{label_path.name}:{line_no}")
+            if box is None:
+                continue
+            types.add(parts[0])
+            boxes.append((parts[0], box, {"truncated": truncated, "occluded": int(occluded), "alpha": alpha,
+                                          "kitti_type": parts[0]}))
+        frames.append((image.relative_to(img_dir).as_posix(), width, height, boxes))
+    names, category_of = _categories_and_ignores(types, class_map, [KITTI_DONT_CARE])
+    category_of.pop(KITTI_DONT_CARE, None)  # DontCare is a region to ignore, whatever the map says
+    parsed = [(f, w, h, _driving_objects(b, category_of, names)) for f, w, h, b in frames]
+    return _assemble(parsed, names, report)
+
+
+def bdd100k_to_coco(
+    images_dir: PathT,
+    labels_file: PathT,
+    class_map: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], ConversionReport]:
+    """Convert BDD100K detection labels to a COCO dict.
+
+    The format (github.com/bdd100k/bdd100k ``doc/format.md``, doc.bdd100k.com "Label Format"): a JSON
+    list of frames (or ``{"frames": [...]}``), each ``{"name": "<file>.jpg", "labels": [{"category": str,
+    "box2d": {"x1", "y1", "x2", "y2"}, "attributes": {"occluded": bool, "truncated": bool, ...}}, ...]}``.
+    Labels without ``box2d`` (lanes, drivable areas) are not boxes and are skipped. Categories keep BDD's
+    names: the 2018 release's person, rider, car, bus, truck, bike, motor, traffic light, traffic sign,
+    train, or the 2020 detection set's pedestrian, bicycle and motorcycle for three of them.
+
+    Args:
+        images_dir: the frames ``name`` is relative to; sizes are read from them.
+        labels_file: the JSON labels.
+        class_map: category -> new name, as for :func:`kitti_to_coco`; categories left out of it become
+            ignore regions. ``None`` keeps every category.
+
+    Each annotation keeps ``occluded`` and ``truncated`` (0 / 1). A frame without its image is skipped,
+    named and counted.
+
+    Raises:
+        ValueError: not JSON, not a list of frames, or a malformed box (the frame and label named).
+    """
+    img_dir = Path(images_dir)
+    try:
+        data = json.loads(read_text(labels_file))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{labels_file}: not JSON ({err})") from err
+    frames_in = data.get("frames") if isinstance(data, dict) else data
+    if not isinstance(frames_in, list) or not all(isinstance(f, dict) and "name" in f for f in frames_in):
+        raise ValueError(f"{labels_file}: expected a list of frames, each with a 'name' and 'labels'")
+    report = ConversionReport()
+    frames = []
+    categories: set[str] = set()
+    for index, frame in enumerate(frames_in):
+        image = img_dir / str(frame["name"])
+        if not image.is_file():
+            report.drop("image file missing", f"frame {index}: {frame['name']}")
+            continue
+        try:
+            height, width = image_size(image)
+        except ImageReadError as err:
+            report.drop("image unreadable", f"{frame['name']}: {err.reason}")
+            continue
+        boxes = []
+        for label_index, label in enumerate(frame.get("labels") or []):
+            box2d = label.get("box2d")
+            if box2d is None:
+                continue
+            where = f"{labels_file}: frame {frame['name']} label {label_index}"
+            try:
+                x1, y1, x2, y2 = (float(box2d[k]) for k in ("x1", "y1", "x2", "y2"))
+                category = str(label["category"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{where}: box2d needs numeric x1 y1 x2 y2 and a category ({err!r})") from err
+            box = _clip_box(x1, y1, x2, y2, width, height, report, f"{frame['name']} label {label_index}")
+            if box is None:
+                continue
+            attributes = label.get("attributes") or {}
+            categories.add(category)
+            boxes.append((category, box, {"occluded": int(bool(attributes.get("occluded", False))),
+                                          "truncated": int(bool(attributes.get("truncated", False)))}))
+        frames.append((Path(str(frame["name"])).as_posix(), width, height, boxes))
+    names, category_of = _categories_and_ignores(categories, class_map, [])
+    parsed = [(f, w, h, _driving_objects(b, category_of, names)) for f, w, h, b in frames]
     return _assemble(parsed, names, report)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from detector.data.coco import CocoDetection, detection_collate
-from detector.data.transforms import build_transforms
+from detector.deploy.preprocess import ImagePreprocessor
 from detector.evaluation.coco import Backend, CocoEvalRun, CocoEvaluator
 from detector.labels import LabelMap, match_categories
 
@@ -27,6 +27,26 @@ __all__ = ["evaluate_on_dataset", "evaluate_predictor_on_dataset", "evaluation_s
 
 # runner(images FloatTensor[B, 3, H, W] normalised, [(h, w), ...]) -> B dicts in original pixels
 Predict = Callable[[Tensor, Sequence[tuple[int, int]]], Sequence[Mapping[str, Any]]]
+
+
+class RunnerInput:
+    """A dataset transform giving the network input exactly as :class:`detector.inference.Predictor`
+    makes it for ``runner``: the one :class:`detector.deploy.preprocess.ImagePreprocessor` (the model's
+    recorded resize, ``"opencv"`` or TF's ``"tf_bilinear"``, then its normalisation), on the CPU of the
+    loader's worker. Boxes are scaled to the input's pixels (only a loss would read them)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, "cpu",
+                                            resize=getattr(runner, "resize", "opencv"))
+
+    def __call__(self, image: Any, bboxes: Any, labels: Any, **_: Any) -> dict[str, Any]:
+        import numpy as np
+
+        height, width = image.shape[:2]
+        out_h, out_w = self.preprocess.image_size
+        scale = np.array([out_w / width, out_h / height, out_w / width, out_h / height], dtype=np.float32)
+        return {"image": self.preprocess([image])[0], "bboxes": np.asarray(bboxes, np.float32).reshape(-1, 4) * scale,
+                "labels": labels}
 
 
 def evaluation_step(
@@ -62,6 +82,7 @@ def evaluate_on_dataset(
     num_workers: int = 2,
     backend: Backend = "pycocotools",
     progress: bool = True,
+    class_map: dict[str, str] | None = None,
 ) -> tuple[CocoEvalRun, list[dict[str, Any]]]:
     """Run ``runner`` over every image of ``annotations`` and evaluate it with COCO's protocol.
 
@@ -73,13 +94,17 @@ def evaluate_on_dataset(
         batch_size, num_workers: the DataLoader's.
         backend: ``"pycocotools"`` or ``"faster-coco-eval"``.
         progress: a ``tqdm`` bar over the batches.
+        class_map: the model's class names -> the file's category names, where they differ
+            (``{"car": "vehicle", "truck": "vehicle"}``; :func:`detector.labels.match_categories`).
 
     Returns:
         The evaluation (``run.metrics``: :mod:`detector.evaluation.coco`'s keys; ``run.notes``: what
         differed, for the tool to print) and the COCO results list it scored (``bbox`` ``[x, y, w, h]``
         in original pixels, the file's category ids).
 
-    Categories are matched **by name** (:func:`detector.labels.match_categories`): the file's ids are
+    Each image reaches the runner as :class:`detector.inference.Predictor` feeds it (:class:`RunnerInput`:
+    the model's own resize, e.g. TF's bilinear for converted TF graphs), so the numbers are the
+    Predictor's. Categories are matched **by name** (:func:`detector.labels.match_categories`): the file's ids are
     used whatever the model was trained with, and only the categories both know are scored; what
     differs is in ``run.notes``. Images that cannot be read (or are absent) are left out of the
     evaluation and named in ``run.notes``, as training's validation leaves them out.
@@ -90,9 +115,8 @@ def evaluate_on_dataset(
     """
     from tqdm import tqdm
 
-    transform = build_transforms("none", image_size=runner.image_size, train=False, mean=runner.mean, std=runner.std)
-    dataset = CocoDetection(images, annotations, transform)
-    match = match_categories(label_map, dataset.coco.dataset["categories"], str(annotations))
+    dataset = CocoDetection(images, annotations, RunnerInput(runner))
+    match = match_categories(label_map, dataset.coco.dataset["categories"], str(annotations), class_map)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=detection_collate, pin_memory=torch.device(runner.device).type == "cuda",
@@ -128,6 +152,7 @@ def evaluate_predictor_on_dataset(
     batch_size: int = 8,
     backend: Backend = "pycocotools",
     progress: bool = True,
+    class_map: dict[str, str] | None = None,
 ) -> tuple[CocoEvalRun, list[dict[str, Any]]]:
     """:func:`evaluate_on_dataset` for a :class:`detector.inference.Predictor`, so its views of each
     image count: sliced inference and letterboxing (:mod:`detector.slicing`). Each image is decoded
@@ -138,7 +163,7 @@ def evaluate_predictor_on_dataset(
     from detector.data.io import ImageReadError, load_image
 
     dataset = CocoDetection(images, annotations, transform=None)
-    match = match_categories(predictor.label_map, dataset.coco.dataset["categories"], str(annotations))
+    match = match_categories(predictor.label_map, dataset.coco.dataset["categories"], str(annotations), class_map)
     evaluator = CocoEvaluator(dataset.coco, label_map=match, backend=backend)
     for start in tqdm(range(0, len(dataset.ids), batch_size), desc="eval", unit="batch", disable=not progress):
         ids, arrays = [], []

@@ -220,6 +220,12 @@ class DetectorModule(TrainingModule):
             return {"ema": self.ema_model.module}
         return {"ema": self.ema_model.module, "model": self.model}
 
+    @property
+    def evaluator(self) -> CocoEvaluator | None:
+        """The evaluator of the copy whose metrics were logged last (``last_run`` after a validation)."""
+        use = self.weights_choice.use if self.weights_choice is not None else None
+        return self.evaluators.get(use) if use in self.evaluators else next(iter(self.evaluators.values()), None)
+
     def on_validation_epoch_start(self) -> None:
         dataset = self.trainer.datamodule.val_dataset if self.trainer.datamodule is not None else None
         if dataset is None:

@@ -385,3 +385,124 @@ def test_every_split_gets_the_same_ids_with_classes_or_a_reference(tmp_path: Pat
     assert categories("--categories-from", str(reference)) == [{"id": 5, "name": "cat"}, {"id": 9, "name": "dog"}]
     annotations = json.loads((tmp_path / "a_2.json").read_text())["annotations"]
     assert [a["category_id"] for a in annotations] == [9]
+
+
+KITTI_LINE = "{t} {tr} {oc} -1.57 {x1} {y1} {x2} {y2} 1.5 1.6 3.9 1.0 1.7 20.0 -1.6"
+
+
+def write_kitti(root: Path, lines: dict[str, list[str]]) -> tuple[Path, Path]:
+    images, labels = root / "image_2", root / "label_2"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    for stem, rows in lines.items():
+        save_rgb(images / f"{stem}.png", np.zeros((100, 300, 3), np.uint8))
+        (labels / f"{stem}.txt").write_text("\n".join(rows) + "\n")
+    return images, labels
+
+
+def test_kitti_keeps_every_type_with_its_attributes_and_dontcare_as_ignore(tmp_path: Path) -> None:
+    from detector.data.converters import kitti_to_coco
+
+    images, labels = write_kitti(tmp_path, {"000000": [
+        KITTI_LINE.format(t="Car", tr=0.0, oc=0, x1=10.5, y1=20, x2=60, y2=50),
+        KITTI_LINE.format(t="Pedestrian", tr=0.3, oc=2, x1=100, y1=10, x2=120, y2=70),
+        KITTI_LINE.format(t="DontCare", tr=-1, oc=-1, x1=200, y1=30, x2=250, y2=40)]})
+    coco, report = kitti_to_coco(images, labels)
+    assert [c["name"] for c in coco["categories"]] == ["Car", "Pedestrian"]
+    car, person, *ignores = coco["annotations"]
+    assert car["bbox"] == [10.5, 20.0, 49.5, 30.0] and car["iscrowd"] == 0
+    assert (person["truncated"], person["occluded"], person["alpha"], person["kitti_type"]) == (0.3, 2, -1.57, "Pedestrian")
+    # DontCare: an ignore region of each category (COCO ignores a crowd region per category).
+    assert sorted(a["category_id"] for a in ignores) == [1, 2]
+    assert all(a["iscrowd"] == 1 and a["bbox"] == [200.0, 30.0, 50.0, 10.0] for a in ignores)
+    assert dict(report.boxes_per_class) == {"Car": 1, "Pedestrian": 1} and report.ignore_regions == 2
+
+
+def test_kitti_class_map_merges_and_leaves_the_rest_as_ignore_regions(tmp_path: Path) -> None:
+    from detector.data.converters import kitti_to_coco, parse_class_map
+
+    images, labels = write_kitti(tmp_path, {"000001": [
+        KITTI_LINE.format(t="Car", tr=0, oc=0, x1=1, y1=1, x2=30, y2=30),
+        KITTI_LINE.format(t="Van", tr=0, oc=1, x1=40, y1=1, x2=90, y2=30),
+        KITTI_LINE.format(t="Cyclist", tr=0, oc=0, x1=100, y1=1, x2=120, y2=40)]})
+    mapping = parse_class_map(["Car,Van,Truck=vehicle", "Pedestrian=person"])
+    coco, _ = kitti_to_coco(images, labels, mapping)
+    assert coco["categories"] == [{"id": 1, "name": "vehicle"}, {"id": 2, "name": "person"}]
+    kept = [(a["kitti_type"], a["category_id"]) for a in coco["annotations"] if not a["iscrowd"]]
+    assert kept == [("Car", 1), ("Van", 1)]
+    cyclist = [a["category_id"] for a in coco["annotations"] if a["iscrowd"]]
+    assert sorted(cyclist) == [1, 2]  # out of the map: ignored for both categories
+    with pytest.raises(ValueError, match="mapped twice"):
+        parse_class_map(["Car=vehicle", "Car=car"])
+    with pytest.raises(ValueError, match="expected 'NAME"):
+        parse_class_map(["Car"])
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("Car 0 0 -1 1 2 3", "7 fields"),
+    ("Car 0 0 -1 10 x 30 40 1 1 1 1 1 1 1", "not numbers"),
+    ("Car 0 0 -1 30 20 10 40 1 1 1 1 1 1 1", "x2 < x1"),
+])
+def test_kitti_bad_line_names_file_and_line(line: str, message: str, tmp_path: Path) -> None:
+    from detector.data.converters import kitti_to_coco
+
+    images, labels = write_kitti(tmp_path, {"000002": [KITTI_LINE.format(t="Car", tr=0, oc=0, x1=1, y1=1, x2=9,
+                                                                          y2=9), line]})
+    with pytest.raises(ValueError, match=rf"000002.txt:2: .*{message}"):
+        kitti_to_coco(images, labels)
+
+
+def test_kitti_label_without_image_is_named_and_counted(tmp_path: Path) -> None:
+    from detector.data.converters import kitti_to_coco
+
+    images, labels = write_kitti(tmp_path, {"000003": [KITTI_LINE.format(t="Car", tr=0, oc=0, x1=1, y1=1, x2=9, y2=9)]})
+    (labels / "000004.txt").write_text(KITTI_LINE.format(t="Car", tr=0, oc=0, x1=1, y1=1, x2=9, y2=9) + "\n")
+    coco, report = kitti_to_coco(images, labels)
+    assert len(coco["images"]) == 1 and report.dropped["image file missing"][0].startswith("000004.txt")
+
+
+def test_kitti_dev_counts_match_manifest() -> None:
+    from detector.data.converters import kitti_to_coco
+
+    root = shared("kitti-dev")
+    coco, report = kitti_to_coco(root / "image_2", root / "label_2")
+    assert report.images == 50
+    assert dict(report.boxes_per_class) == {"Car": 147, "Van": 14, "Truck": 7, "Pedestrian": 23, "Cyclist": 7,
+                                            "Tram": 4, "Misc": 2}
+    assert report.ignore_regions == 145 * 7  # DontCare, once per category
+
+
+def test_bdd100k_frames_to_coco(tmp_path: Path) -> None:
+    """A file written from BDD100K's published label format (github.com/bdd100k/bdd100k doc/format.md; the
+    2020 detection set uses the same frame / labels / box2d layout with its pedestrian, bicycle, motorcycle)."""
+    from detector.data.converters import bdd100k_to_coco
+
+    images = tmp_path / "images"
+    images.mkdir()
+    save_rgb(images / "b1c66a42-6f7d68ca.jpg", np.zeros((72, 128, 3), np.uint8))
+    frames = [
+        {"name": "b1c66a42-6f7d68ca.jpg", "attributes": {"weather": "clear", "timeofday": "daytime"}, "timestamp": 10000,
+         "labels": [
+             {"id": 1, "category": "car", "attributes": {"occluded": True, "truncated": False, "trafficLightColor": "none"},
+              "box2d": {"x1": 10.0, "y1": 20.0, "x2": 40.5, "y2": 50.0}},
+             {"id": 2, "category": "traffic light", "attributes": {"occluded": False, "truncated": False,
+                                                                 "trafficLightColor": "green"},
+              "box2d": {"x1": 100, "y1": 5, "x2": 104, "y2": 15}},
+             {"id": 3, "category": "lane", "attributes": {}, "poly2d": [[0, 0, "L"], [5, 5, "L"]]},
+             {"id": 4, "category": "pedestrian", "attributes": {"occluded": False, "truncated": True},
+              "box2d": {"x1": 60, "y1": 10, "x2": 70, "y2": 40}}]},
+        {"name": "missing.jpg", "labels": []},
+    ]
+    (tmp_path / "labels.json").write_text(json.dumps(frames))
+    coco, report = bdd100k_to_coco(images, tmp_path / "labels.json")
+    assert [c["name"] for c in coco["categories"]] == ["car", "pedestrian", "traffic light"]
+    car = coco["annotations"][0]
+    assert car["bbox"] == [10.0, 20.0, 30.5, 30.0] and (car["occluded"], car["truncated"]) == (1, 0)
+    assert report.dropped["image file missing"] == ["frame 1: missing.jpg"]
+    mapped, _ = bdd100k_to_coco(images, tmp_path / "labels.json", {"car": "vehicle", "pedestrian": "person"})
+    assert [c["name"] for c in mapped["categories"]] == ["vehicle", "person"]
+    assert sum(a["iscrowd"] for a in mapped["annotations"]) == 2  # the traffic light, for both categories
+    (tmp_path / "bad.json").write_text(json.dumps([{"name": "b1c66a42-6f7d68ca.jpg",
+                                                     "labels": [{"category": "car", "box2d": {"x1": 1}}]}]))
+    with pytest.raises(ValueError, match="label 0"):
+        bdd100k_to_coco(images, tmp_path / "bad.json")

@@ -205,3 +205,24 @@ def test_slice_and_letterbox_run_through_the_predictor(tmp_path):
     tiles = json.loads((tmp_path / "tiles" / "detections.json").read_text())
     plain = json.loads((tmp_path / "plain" / "detections.json").read_text())
     assert tiles != plain and np.bincount([d["image_id"] for d in tiles]).max() <= 100  # merged, capped per image
+
+
+def test_class_map_scores_merged_classes_on_a_file_of_other_names(tmp_path, capsys):
+    """Issue #34: a model of cars and boats scored on a file that calls both "vehicle": --class-map merges
+    them; without it nothing is shared and the tool says so in one line."""
+    images = write_images_and_model(tmp_path, count=4, seed=3, width_mult=0.35, image_size=96)
+    gt = json.loads((tmp_path / "gt.json").read_text())
+    gt["categories"] = [{"id": 1, "name": "vehicle"}]
+    for ann in gt["annotations"]:
+        ann["category_id"] = 1
+    (tmp_path / "vehicles.json").write_text(json.dumps(gt))
+    tool = load_tool()
+    common = ["--checkpoint", str(tmp_path / "model.pt"), "--images", str(images), "--annotations",
+              str(tmp_path / "vehicles.json"), "--num-workers", "0", "--output", str(tmp_path / "m.json")]
+    assert tool.main(common) == 2
+    assert "none of the model's classes ['car', 'boat']" in capsys.readouterr().err
+    assert tool.main([*common, "--class-map", "car,boat=vehicle"]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert list(metrics["per_class"]) == ["vehicle"] and metrics["per_class"]["vehicle"]["gt"] == 4
+    results = json.loads((tmp_path / "detections.json").read_text())
+    assert results and {r["category_id"] for r in results} == {1}

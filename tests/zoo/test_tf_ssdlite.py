@@ -188,3 +188,37 @@ def test_what_is_not_a_tf_ssdlite_graph_is_refused(tmp_path: Path, person_file: 
         tar.addfile(tarfile.TarInfo("x/README"), io.BytesIO(b""))
     with pytest.raises(ValueError, match=GRAPH_FILE):
         graph_from_archive(empty)
+
+
+def test_eval_tool_batch_path_gives_the_predictors_detections(person: torch.nn.Module, tmp_path: Path) -> None:
+    """Issue #34: tools/eval.py feeds each image as the Predictor does (TF's bilinear resize for this model,
+    not the training pipeline's OpenCV one), so its detections are the Predictor's, on real photos."""
+    import importlib.util
+    import json
+
+    names = [IMAGES[i] for i in range(1, 6)]
+    for name in names:
+        if not (SHARED / name).is_file():
+            pytest.skip(f"{SHARED / name} is absent")
+    images = [load_image(SHARED / name) for name in names]
+    coco = {"images": [{"id": i + 1, "file_name": name, "height": im.shape[0], "width": im.shape[1]}
+                       for i, (name, im) in enumerate(zip(names, images))],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10, 10, 50, 80], "area": 4000,
+                             "iscrowd": 0} for i in range(len(names))],
+            "categories": [{"id": 1, "name": "person"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(coco))
+    spec = importlib.util.spec_from_file_location("tools_eval_tf", ROOT / "tools" / "eval.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--checkpoint", f"zoo:{PERSON}", "--images", str(SHARED), "--annotations",
+                      str(tmp_path / "gt.json"), "--output", str(tmp_path / "m.json"), "--num-workers", "0",
+                      "--batch-size", "2"]) == 0
+    results = json.loads((tmp_path / "detections.json").read_text())
+    predictor = Predictor.from_checkpoint(f"zoo:{PERSON}")
+    for image_id, image in enumerate(images, start=1):
+        got = sorted((r for r in results if r["image_id"] == image_id), key=lambda r: -r["score"])
+        expected = predictor.predict(image)
+        assert len(got) == len(expected["scores"]) > 0
+        np.testing.assert_allclose([r["score"] for r in got], expected["scores"], atol=1e-6)
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in got)])
+        np.testing.assert_allclose(boxes, expected["boxes"], atol=1e-3)
