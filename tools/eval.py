@@ -16,6 +16,13 @@ Evaluate an existing COCO results file (no model)::
     python tools/eval.py --detections dets.json --annotations FILE [--output metrics.json]
         [--plots DIR [--images DIR]]
 
+KITTI's official 2D AP as well (``--metric kitti``; annotations converted with ``convert_dataset.py --from
+kitti``, which keeps KITTI's types, truncation and occlusion; the model's class names mapped to KITTI's
+Car / Pedestrian / Cyclist with ``--class-map``, e.g. ``vehicle=Car person=Pedestrian``)::
+
+    python tools/eval.py --checkpoint CKPT --images DIR --annotations kitti.json --metric kitti \
+        [--class-map vehicle=Car bike=Cyclist] [--kitti-recall-points 40|11]
+
 Prints the 12-line COCO summary and a per-class table and writes ``metrics.json`` (keys in
 :mod:`detector.evaluation.coco`). ``--plots DIR`` adds precision-recall curves and, when the images are
 known, a gallery of the worst and best images. The work is :func:`detector.evaluation.evaluate.evaluate_on_dataset`;
@@ -62,6 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the model's class names -> the annotations' category names where they differ, e.g. "
                              "'car,truck,bus=vehicle' (classes are matched by name, case and '_' ignored; the "
                              "classes both sides know are scored)")
+    parser.add_argument("--metric", choices=("coco", "kitti"), default="coco",
+                        help="coco (default): COCO's metrics; kitti: KITTI's 2D AP (easy / moderate / hard) too")
+    parser.add_argument("--kitti-recall-points", type=int, choices=(40, 11), default=40,
+                        help="KITTI AP over 40 recall points (the benchmark's since 2019; default) or the older 11")
     add_view_arguments(parser)
     args = parser.parse_args(argv)
     if args.checkpoint is not None and args.images is None:
@@ -85,9 +96,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
-    """The evaluation of ``--checkpoint`` (its detections written) or of ``--detections``; what was written."""
+    """The evaluation of ``--checkpoint`` (its detections written) or of ``--detections``; what was written.
+    With ``--metric kitti`` the KITTI keys are added to ``run.metrics``."""
+    run, results, written = _evaluate_coco(args)
+    if args.metric == "kitti":
+        from detector.data.coco import load_coco_json
+        from detector.evaluation.kitti import frames_from_coco, kitti_metrics
+
+        ground_truth = load_coco_json(args.annotations)
+        gt_frames, det_frames = frames_from_coco(ground_truth, results, list(run.coco_eval.params.imgIds))
+        run.metrics.update(kitti_metrics(gt_frames, det_frames, recall_points=args.kitti_recall_points))
+    return run, written
+
+
+def _evaluate_coco(args: argparse.Namespace) -> tuple[CocoEvalRun, list[dict], list[str]]:
     if args.checkpoint is None:
-        return run_coco_eval(args.annotations, args.detections, backend=args.backend), []
+        run = run_coco_eval(args.annotations, args.detections, backend=args.backend)
+        return run, run.coco_dt.dataset["annotations"], []
     from detector.data.converters import parse_class_map
     from detector.evaluation.evaluate import evaluate_on_dataset
     from detector.inference import BACKENDS as RUNTIMES
@@ -119,7 +144,7 @@ def evaluate(args: argparse.Namespace) -> tuple[CocoEvalRun, list[str]]:
                                            backend=args.backend, class_map=class_map)
     dets_path = args.detections_out or args.output.with_name("detections.json")
     atomic_write_text(dets_path, json.dumps(results) + "\n")
-    return run, [f"detections ({len(results)}, COCO results format) -> {dets_path}"]
+    return run, results, [f"detections ({len(results)}, COCO results format) -> {dets_path}"]
 
 
 def plot(run: CocoEvalRun, args: argparse.Namespace) -> list[str]:
@@ -152,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_report(run.metrics)
+    if args.metric == "kitti":
+        from detector.evaluation.kitti import format_kitti_table
+
+        print("\n" + format_kitti_table(run.metrics))
     atomic_write_text(args.output, json.dumps(run.metrics, indent=2) + "\n")
     written.insert(0, f"metrics -> {args.output}")
     if args.plots is not None:

@@ -226,3 +226,32 @@ def test_class_map_scores_merged_classes_on_a_file_of_other_names(tmp_path, caps
     assert list(metrics["per_class"]) == ["vehicle"] and metrics["per_class"]["vehicle"]["gt"] == 4
     results = json.loads((tmp_path / "detections.json").read_text())
     assert results and {r["category_id"] for r in results} == {1}
+
+
+def test_metric_kitti_scores_a_converted_kitti_set(tmp_path, capsys):
+    """--metric kitti on a set converted with --from kitti: KITTI's table and kitti/* keys (issue #34)."""
+    import importlib.util as iu
+
+    from detector.data.converters import kitti_to_coco, write_coco
+
+    (tmp_path / "image_2").mkdir()
+    (tmp_path / "label_2").mkdir()
+    for i in range(41):  # 41 cars: the devkit's 41 recall samples all reached
+        Image.new("RGB", (200, 100)).save(tmp_path / "image_2" / f"{i:06d}.png")
+        (tmp_path / "label_2" / f"{i:06d}.txt").write_text(
+            "Car 0.00 0 -1.5 20.00 10.00 120.00 70.00 1.5 1.6 3.9 1.0 1.7 20.0 -1.6\n"
+            "DontCare -1 -1 -10 150.00 5.00 190.00 40.00 -1 -1 -1 -1000 -1000 -1000 -10\n")
+    coco, _ = kitti_to_coco(tmp_path / "image_2", tmp_path / "label_2")
+    write_coco(coco, tmp_path / "kitti.json")
+    car = next(c["id"] for c in coco["categories"] if c["name"] == "Car")
+    detections = [{"image_id": image["id"], "category_id": car, "bbox": [20, 10, 100, 60], "score": 0.5 + image["id"] / 100}
+                  for image in coco["images"]]
+    # A false positive in a DontCare region: no false positive for KITTI.
+    detections += [{"image_id": 1, "category_id": car, "bbox": [152, 6, 30, 30], "score": 0.99}]
+    (tmp_path / "dets.json").write_text(json.dumps(detections))
+    assert load_tool().main(["--detections", str(tmp_path / "dets.json"), "--annotations", str(tmp_path / "kitti.json"),
+                             "--metric", "kitti", "--output", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["kitti/Car/easy"] == pytest.approx(1.0) and metrics["kitti/Car/hard"] == pytest.approx(1.0)
+    assert metrics["kitti/Pedestrian/moderate"] == 0.0 and metrics["kitti/recall_points"] == 40
+    assert "KITTI 2D AP|R40" in capsys.readouterr().out
