@@ -23,21 +23,27 @@ from detector.deploy.preprocess import ImagePreprocessor
 from detector.evaluation.coco import Backend, CocoEvalRun, CocoEvaluator
 from detector.labels import LabelMap, match_categories
 
-__all__ = ["evaluate_on_dataset", "evaluate_predictor_on_dataset", "evaluation_step"]
+__all__ = ["NetworkInput", "evaluate_on_dataset", "evaluate_predictor_on_dataset", "evaluation_notes", "evaluation_step"]
 
 # runner(images FloatTensor[B, 3, H, W] normalised, [(h, w), ...]) -> B dicts in original pixels
 Predict = Callable[[Tensor, Sequence[tuple[int, int]]], Sequence[Mapping[str, Any]]]
 
 
-class RunnerInput:
-    """A dataset transform giving the network input exactly as :class:`detector.inference.Predictor`
-    makes it for ``runner``: the one :class:`detector.deploy.preprocess.ImagePreprocessor` (the model's
-    recorded resize, ``"opencv"`` or TF's ``"tf_bilinear"``, then its normalisation), on the CPU of the
-    loader's worker. Boxes are scaled to the input's pixels (only a loss would read them)."""
+class NetworkInput:
+    """The dataset transform of every evaluation: the network input exactly as
+    :class:`detector.inference.Predictor` makes it, through the one
+    :class:`detector.deploy.preprocess.ImagePreprocessor` (the model's recorded resize, ``"opencv"`` or
+    TF's ``"tf_bilinear"``, then its normalisation), on the CPU of the loader's worker. Boxes are scaled to
+    the input's pixels (for a validation loss). ``tools/eval.py`` (:meth:`for_runner`) and training's
+    validation (:class:`detector.training.datamodule.DetectionDataModule`) both use it."""
 
-    def __init__(self, runner: Any) -> None:
-        self.preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, "cpu",
-                                            resize=getattr(runner, "resize", "opencv"))
+    def __init__(self, image_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
+                 resize: str = "opencv") -> None:
+        self.preprocess = ImagePreprocessor(image_size, mean, std, "cpu", resize=resize)
+
+    @classmethod
+    def for_runner(cls, runner: Any) -> NetworkInput:
+        return cls(runner.image_size, runner.mean, runner.std, getattr(runner, "resize", "opencv"))
 
     def __call__(self, image: Any, bboxes: Any, labels: Any, **_: Any) -> dict[str, Any]:
         import numpy as np
@@ -102,7 +108,7 @@ def evaluate_on_dataset(
         differed, for the tool to print) and the COCO results list it scored (``bbox`` ``[x, y, w, h]``
         in original pixels, the file's category ids).
 
-    Each image reaches the runner as :class:`detector.inference.Predictor` feeds it (:class:`RunnerInput`:
+    Each image reaches the runner as :class:`detector.inference.Predictor` feeds it (:class:`NetworkInput`:
     the model's own resize, e.g. TF's bilinear for converted TF graphs), so the numbers are the
     Predictor's. Categories are matched **by name** (:func:`detector.labels.match_categories`): the file's ids are
     used whatever the model was trained with, and only the categories both know are scored; what
@@ -115,7 +121,7 @@ def evaluate_on_dataset(
     """
     from tqdm import tqdm
 
-    dataset = CocoDetection(images, annotations, RunnerInput(runner))
+    dataset = CocoDetection(images, annotations, NetworkInput.for_runner(runner))
     match = match_categories(label_map, dataset.coco.dataset["categories"], str(annotations), class_map)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

@@ -8,6 +8,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 from detector.data.coco import CocoDetection, detection_collate, load_coco_json
 from detector.data.transforms import build_transforms
+from detector.evaluation.evaluate import NetworkInput
 from detector.labels import LabelMap
 from detector.training.loaders import LoaderDataModule
 
@@ -108,7 +109,9 @@ class DetectionDataModule(LoaderDataModule):
         if stage in ("fit", "validate") and self.val_dataset is None and self.val_annotations:
             if not self.val_images:
                 raise ValueError("--data.val_annotations needs --data.val_images")
-            transform = build_transforms("none", self.image_size, train=False, mean=self.mean, std=self.std)
+            # The input tools/eval.py and the Predictor give the model (the training pipeline resizes
+            # with OpenCV, and so do the models it trains).
+            transform = NetworkInput(self.image_size, self.mean, self.std, resize="opencv")
             self.val_dataset = CocoDetection(self.val_images, self.val_annotations, transform,
                                              labels_by_name=self.label_map, missing=self.missing,
                                              unknown_categories="ignore")
