@@ -180,7 +180,9 @@ def evaluate_predictor_on_dataset(
             except ImageReadError:
                 continue  # left out of the evaluation and named in run.notes
         if arrays:
-            evaluator.process(ids, predictor.predict_batch(arrays))
+            # The labels go through the name match; the Predictor's category ids are the model's own.
+            outputs = predictor.predict_batch(arrays)
+            evaluator.process(ids, [{k: v for k, v in out.items() if k != "category_ids"} for out in outputs])
     evaluator.evaluate()
     assert evaluator.last_run is not None
     evaluator.last_run.notes.extend(evaluation_notes(dataset, match.describe(), evaluator.evaluated_images))

@@ -64,13 +64,16 @@ def test_validate_and_eval_match_categories_by_name(learned_run: tuple[Path, Pat
     assert validate_map(data, run, ckpt, reversed_val, tmp_path / "b") == pytest.approx(original, abs=1e-9)
 
     tool = load_eval_tool()
-    scores = []
-    for annotations in (data / "val.json", reversed_val):
-        out = tmp_path / f"{annotations.stem}_metrics.json"
-        assert tool.main(["--checkpoint", str(ckpt), "--images", str(data / "val"), "--annotations", str(annotations),
-                          "--output", str(out), "--num-workers", "0"]) == 0
-        scores.append(json.loads(out.read_text())["AP"])
-    assert scores[0] == pytest.approx(scores[1], abs=1e-12) and scores[0] == pytest.approx(original, abs=1e-9)
+    for view in ([], ["--letterbox"]):  # the batch path, and the Predictor's (wide-frame views)
+        scores = []
+        for annotations in (data / "val.json", reversed_val):
+            out = tmp_path / f"{annotations.stem}{len(view)}_metrics.json"
+            assert tool.main(["--checkpoint", str(ckpt), "--images", str(data / "val"), "--annotations",
+                              str(annotations), "--output", str(out), "--num-workers", "0", *view]) == 0
+            scores.append(json.loads(out.read_text())["AP"])
+        assert scores[0] == pytest.approx(scores[1], abs=1e-12) and scores[0] > 0.01
+        if not view:
+            assert scores[0] == pytest.approx(original, abs=1e-9)
 
 
 def test_eval_against_a_file_of_other_names_is_refused(learned_run: tuple[Path, Path], tmp_path: Path,
