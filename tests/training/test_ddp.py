@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import torch
+
 from training_helpers import output_of, run_train, tiny_args
 
 
@@ -17,11 +19,16 @@ def validation_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def test_ddp_trains(tiny_coco: Path, tmp_path: Path) -> None:
-    ddp = {"trainer.strategy": "ddp", "trainer.devices": 2, "trainer.limit_val_batches": 0,
-           "trainer.max_epochs": 1, "data.batch_size": 2, "model.lr": 0.05}
+    # With an EMA and no validation inside the run (every 2 epochs, 1 run), the end-of-fit EMA / raw
+    # comparison (issue #36) runs on both ranks, each on its shard of the validation set.
+    ddp = {"trainer.strategy": "ddp", "trainer.devices": 2, "trainer.check_val_every_n_epoch": 2,
+           "trainer.max_epochs": 1, "data.batch_size": 2, "model.lr": 0.05, "model.ema_decay": 0.9,
+           "model.ema_warmup_steps": 2}
     done = run_train(["fit", *tiny_args(tiny_coco, tmp_path / "train", **ddp)], tmp_path)
     assert done.returncode == 0, output_of(done)
-    assert (tmp_path / "train" / "checkpoints" / "last.ckpt").is_file()
+    last = torch.load(tmp_path / "train" / "checkpoints" / "last.ckpt", weights_only=True)
+    choice = last["detector"]["weights"]
+    assert choice["global_step"] == last["global_step"] == 3 and choice["use"] in ("ema", "model")
 
 
 def test_ddp_validates_like_one_process(learned_run: tuple[Path, Path], tmp_path: Path) -> None:
