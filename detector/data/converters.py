@@ -95,6 +95,22 @@ def read_split_file(path: PathT) -> list[str]:
     return stems
 
 
+def _in_split(files: list[Path], split_file: PathT | None, what: str) -> list[Path]:
+    """``files`` whose stems ``split_file`` lists, in its order (all of them without one).
+
+    Raises:
+        FileNotFoundError: entries of the split without a file (``what`` names the kind and folder).
+    """
+    if split_file is None:
+        return files
+    wanted = read_split_file(split_file)
+    by_stem = {p.stem: p for p in files}
+    missing = [s for s in wanted if s not in by_stem]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} entries of {split_file} have no {what}: {missing[:20]}")
+    return [by_stem[s] for s in wanted]
+
+
 def write_coco(coco: dict[str, Any], path: PathT) -> Path:
     """Write COCO JSON (creating the folder); returns the path."""
     out = Path(path)
@@ -195,14 +211,7 @@ def voc_to_coco(
         raise ValueError(f"difficult must be 'ignore', 'keep' or 'drop', got {difficult!r}")
     ann_dir = Path(annotations_dir)
     img_dir = Path(images_dir) if images_dir is not None else None
-    xml_files = sorted(ann_dir.glob("*.xml"))
-    if split_file is not None:
-        wanted = read_split_file(split_file)
-        by_stem = {p.stem: p for p in xml_files}
-        missing = [s for s in wanted if s not in by_stem]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} entries of {split_file} have no XML in {ann_dir}: {missing[:20]}")
-        xml_files = [by_stem[s] for s in wanted]
+    xml_files = _in_split(sorted(ann_dir.glob("*.xml")), split_file, f"XML in {ann_dir}")
     if not xml_files:
         raise FileNotFoundError(f"no VOC *.xml files in {ann_dir}")
     report = ConversionReport()
@@ -425,6 +434,19 @@ def _driving_objects(boxes: list[tuple[str, list[float], dict[str, Any]]], categ
     return objects
 
 
+def _frame_size(image: Path | None, report: ConversionReport, missing: str) -> tuple[int, int] | None:
+    """``(height, width)`` of a frame's image; None when it is absent (reported as ``missing``) or
+    unreadable (reported)."""
+    if image is None:
+        report.drop("image file missing", missing)
+        return None
+    try:
+        return image_size(image)
+    except ImageReadError as err:
+        report.drop("image unreadable", f"{image.name}: {err.reason}")
+        return None
+
+
 def kitti_to_coco(
     images_dir: PathT,
     labels_dir: PathT,
@@ -453,15 +475,7 @@ def kitti_to_coco(
             line named.
     """
     img_dir, lbl_dir = Path(images_dir), Path(labels_dir)
-    label_files = sorted(lbl_dir.glob("*.txt"))
-    if split_file is not None:
-        wanted = read_split_file(split_file)
-        by_stem = {p.stem: p for p in label_files}
-        missing = [s for s in wanted if s not in by_stem]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} entries of {split_file} have no label file in {lbl_dir}: "
-                                    f"{missing[:20]}")
-        label_files = [by_stem[s] for s in wanted]
+    label_files = _in_split(sorted(lbl_dir.glob("*.txt")), split_file, f"label file in {lbl_dir}")
     if not label_files:
         raise FileNotFoundError(f"no KITTI label files (*.txt) in {lbl_dir}")
     report = ConversionReport()
@@ -469,14 +483,10 @@ def kitti_to_coco(
     types: set[str] = set()
     for label_path in label_files:
         image = _find_image(img_dir, "", label_path.stem)
-        if image is None:
-            report.drop("image file missing", f"{label_path.name}: no {label_path.stem}.* in {img_dir}")
+        size = _frame_size(image, report, f"{label_path.name}: no {label_path.stem}.* in {img_dir}")
+        if size is None:
             continue
-        try:
-            height, width = image_size(image)
-        except ImageReadError as err:
-            report.drop("image unreadable", f"{image.name}: {err.reason}")
-            continue
+        height, width = size
         boxes = []
         for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
             parts = line.split()
@@ -544,14 +554,10 @@ def bdd100k_to_coco(
     categories: set[str] = set()
     for index, frame in enumerate(frames_in):
         image = img_dir / str(frame["name"])
-        if not image.is_file():
-            report.drop("image file missing", f"frame {index}: {frame['name']}")
+        size = _frame_size(image if image.is_file() else None, report, f"frame {index}: {frame['name']}")
+        if size is None:
             continue
-        try:
-            height, width = image_size(image)
-        except ImageReadError as err:
-            report.drop("image unreadable", f"{frame['name']}: {err.reason}")
-            continue
+        height, width = size
         boxes = []
         for label_index, label in enumerate(frame.get("labels") or []):
             box2d = label.get("box2d")
