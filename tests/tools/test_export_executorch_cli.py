@@ -114,6 +114,8 @@ def test_int8_flag_writes_model_int8_pte_beside_fp32(workdir, tmp_path, capsys, 
     text = capsys.readouterr().out
     assert str(out) in text and str(int8_path) in text and str(tmp_path / "model.int8.pte.json") in text
     assert "calibrated on 2 images" in text and "try:" in text and "model.int8.pte" in text.splitlines()[-1]
+    # The hint is the tool that runs the program (issue #39), not a python -c one-liner.
+    assert text.splitlines()[-1].startswith("try: python tools/predict.py --checkpoint") and "python -c" not in text
 
 
 @pytest.mark.parametrize("flags", [["--with-nms"], ["--opset", "17"], ["--dynamic-batch"]])
