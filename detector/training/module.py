@@ -272,7 +272,9 @@ class DetectorModule(TrainingModule):
             self.log(f"val/{name}", float(metrics[key]), prog_bar=key in ("AP", "AP50"))
         evaluator = next(iter(self.evaluators.values()))
         dataset = self.trainer.datamodule.val_dataset
-        notes = evaluation_notes(dataset, "", evaluator.evaluated_images) if self.trainer.is_global_zero else []
+        # Images left out (unreadable) are named only when the whole set was meant to be read.
+        whole_set = self.trainer.limit_val_batches == 1.0 and not self.trainer.sanity_checking
+        notes = evaluation_notes(dataset, "", evaluator.evaluated_images) if self.trainer.is_global_zero and whole_set else []
         self.validation_summary = "; ".join([summary, *notes])
 
     def fit_summary(self) -> list[str]:
