@@ -273,7 +273,8 @@ class DetectorModule(TrainingModule):
         evaluator = next(iter(self.evaluators.values()))
         dataset = self.trainer.datamodule.val_dataset
         # Images left out (unreadable) are named only when the whole set was meant to be read.
-        whole_set = self.trainer.limit_val_batches == 1.0 and not self.trainer.sanity_checking
+        limit = self.trainer.limit_val_batches  # an int counts batches, a float is a fraction
+        whole_set = isinstance(limit, float) and limit == 1.0 and not self.trainer.sanity_checking
         notes = evaluation_notes(dataset, "", evaluator.evaluated_images) if self.trainer.is_global_zero and whole_set else []
         self.validation_summary = "; ".join([summary, *notes])
 
