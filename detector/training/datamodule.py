@@ -82,6 +82,9 @@ class DetectionDataModule(LoaderDataModule):
         self.missing = missing
         self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
         self.std = tuple(std) if std is not None else IMAGENET_STD
+        for flag, path in (("train_annotations", train_annotations), ("val_annotations", val_annotations)):
+            if path and not Path(path).is_file():
+                raise FileNotFoundError(f"--data.{flag} {path}: no such file")
         source = train_annotations or val_annotations
         if source is None:
             raise ValueError("give --data.train_annotations (or --data.val_annotations for validate)")

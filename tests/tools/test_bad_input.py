@@ -63,7 +63,8 @@ def fit_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
     (["--data.image_size=0"], ["--data.image_size", "got 0"]),
     (["--ckpt_path=/nonexistent/last.ckpt"], ["--ckpt_path", "/nonexistent/last.ckpt"]),
     (["--model.preset=ssdlite_mobilenetv3"], ["--model.preset", "ssdlite_mobilenetv3", "ssdlite_mobilenet_v2_tf"]),
-], ids=["image-size-0", "missing-ckpt-path", "preset-typo"])
+    (["--data.train_annotations=/nonexistent/train.json"], ["--data.train_annotations", "/nonexistent/train.json"]),
+], ids=["image-size-0", "missing-ckpt-path", "preset-typo", "missing-annotations"])
 def test_train_options(extra: list[str], needles: list[str], data: Path, tmp_path: Path,
                        capsys: pytest.CaptureFixture[str]) -> None:
     assert run(lambda: run_tool(train_main, fit_args(data, tmp_path, *extra))) != 0
