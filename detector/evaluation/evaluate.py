@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,8 +47,6 @@ class NetworkInput:
         return cls(runner.image_size, runner.mean, runner.std, getattr(runner, "resize", "opencv"))
 
     def __call__(self, image: Any, bboxes: Any, labels: Any, **_: Any) -> dict[str, Any]:
-        import numpy as np
-
         height, width = image.shape[:2]
         out_h, out_w = self.preprocess.image_size
         scale = np.array([out_w / width, out_h / height, out_w / width, out_h / height], dtype=np.float32)

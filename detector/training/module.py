@@ -289,10 +289,11 @@ class DetectorModule(TrainingModule):
         split); record and return the choice. :class:`FinalWeightsComparison` calls it after ``fit``."""
         models = self.validated_models()
         datamodule = self.trainer.datamodule
-        loader = datamodule.evaluation_dataloader() if hasattr(datamodule, "evaluation_dataloader") else None
-        if len(models) < 2 or loader is None:
+        already = self.weights_choice is not None and self.weights_choice.global_step == self.global_step
+        if len(models) < 2 or already or not hasattr(datamodule, "evaluation_dataloader"):
             return self.weights_choice
-        if self.weights_choice is not None and self.weights_choice.global_step == self.global_step:
+        loader = datamodule.evaluation_dataloader()
+        if loader is None:  # no validation split
             return self.weights_choice
         dataset = datamodule.val_dataset
         evaluators = {key: self._evaluator(dataset) for key in models}
@@ -302,7 +303,7 @@ class DetectorModule(TrainingModule):
             for images, targets in loader:
                 images = self._layout(images.to(self.device))
                 for key, model in models.items():
-                    evaluation_step(evaluators[key], lambda batch, sizes: model.predict(batch, sizes), images, targets)
+                    evaluation_step(evaluators[key], model.predict, images, targets)
         finally:
             self.train(was_training)
         scores = {key: evaluator.evaluate()["AP"] for key, evaluator in evaluators.items()}
