@@ -54,3 +54,19 @@ $(TF_STAMP):
 	touch $(TF_STAMP)
 
 tf-env: $(TF_STAMP)
+
+# TFLite's own interpreter (LiteRT), for tools/tflite_equivalence.py and benchmarks/classifier_latency.py
+# only (issue #35): runs the zoo's .tflite ImageNet classifiers in integers, to prove the conversion
+# against. Never a dependency of the project.
+LITERT_VENV := .venv-litert
+LITERT_STAMP := $(LITERT_VENV)/.installed
+
+.PHONY: litert-env
+
+$(LITERT_STAMP):
+	test -x $(LITERT_VENV)/bin/python || $(PYTHON) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/python -m pip install --upgrade pip >/dev/null
+	$(LITERT_VENV)/bin/python -m pip install ai-edge-litert==2.3.0 numpy
+	touch $(LITERT_STAMP)
+
+litert-env: $(LITERT_STAMP)

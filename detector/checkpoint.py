@@ -81,11 +81,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     and the ``kind`` entry (``"detector"``, or ``"classifier"`` for :mod:`detector.pretrain`).
 
     ``zoo:NAME`` reads a published model of :mod:`detector.zoo` (fetched once, checksum checked,
-    converted), so every loader of detector checkpoints takes zoo names too."""
+    converted), so every loader of detector (and classifier) checkpoints takes zoo names too."""
     if kind == "detector" and str(path).startswith("zoo:"):
         from detector.zoo import zoo_checkpoint  # the zoo and its converters load only when asked for
 
         return zoo_checkpoint(str(path))
+    if kind == "classifier" and str(path).startswith("zoo:"):
+        from detector.zoo import zoo_classifier_checkpoint
+
+        return zoo_classifier_checkpoint(str(path))
     checkpoint = load_data(path, map_location)
     if not isinstance(checkpoint, dict) or kind not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{path}: not a {kind} checkpoint (no '{kind}' and 'state_dict' entries)")

@@ -31,6 +31,7 @@ from detector.evaluation.coco import predictions_to_results
 from detector.files import atomic_write, atomic_write_text
 from detector.inference import BACKENDS, Predictor
 from detector.pretrain import is_classifier_checkpoint, predict_images
+from detector.pretrain.predict import is_classifier_export
 from detector.slicing import add_view_arguments, view_options
 from detector.video.draw import draw_detections
 
@@ -131,8 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         inputs = find_images(args.input)
-        if args.backend == "torch" and is_classifier_checkpoint(args.checkpoint):
-            # A classifier (tools/train_classifier.py): print the top-5 classes of each image.
+        if (args.backend == "torch" and is_classifier_checkpoint(args.checkpoint)) or is_classifier_export(args.checkpoint):
+            # A classifier (tools/train_classifier.py, a zoo classifier, or its ONNX / ExecuTorch export):
+            # print the top-5 classes of each image.
             return predict_images(args.checkpoint, inputs, args.output, k=5, batch_size=args.batch_size,
                                   device=args.device)
         predictor = load_predictor(args)

@@ -1,12 +1,15 @@
-"""The model zoo: published COCO detectors that load exactly into this package.
+"""The model zoo: published COCO detectors and ImageNet classifiers that load exactly into this package.
 
-    python tools/zoo.py list                                  # name, source, COCO AP, size, cached?
+    python tools/zoo.py list                                  # name, source, AP / top-1, size, cached?
     python tools/zoo.py download NAME                         # into torch's hub cache, checksum checked
     python tools/zoo.py convert NAME --output model.ckpt      # a checkpoint of this package
 
-Anywhere a checkpoint goes, ``zoo:NAME`` works too:
+Anywhere a checkpoint goes, ``zoo:NAME`` works too; a classifier also as a detector's ImageNet start:
 
     python tools/predict.py --checkpoint zoo:ssdlite320_mobilenet_v3_large_coco --input photo.jpg --output out/
+    python tools/predict.py --checkpoint zoo:mobilenet_v2_1.0_224_imagenet_quant --input photo.jpg --output out/
+    python tools/train.py fit ... --model.preset ssdlite_mobilenet_v2_tf \
+        --model.pretrained_backbone zoo:mobilenet_v2_1.0_224_imagenet_quant
 """
 from __future__ import annotations
 
@@ -15,7 +18,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from detector.zoo import fetch, get_zoo_model, zoo_checkpoint, zoo_models
+from detector.zoo import (
+    fetch,
+    get_zoo_model,
+    is_zoo_classifier,
+    zoo_checkpoint,
+    zoo_classifier_checkpoint,
+    zoo_classifiers,
+    zoo_models,
+)
 
 
 def list_models() -> None:
@@ -31,6 +42,15 @@ def list_models() -> None:
         ap = "-" if model.box_ap is None else f"{model.box_ap:.1f}"
         print(f"| {model.name} | {model.source} | {ap} | {model.ap_on} | {height}x{width} | {size} "
               f"| {cached} |")
+    print("\nImageNet classifiers (zoo:NAME as a classifier, or as --model.pretrained_backbone):\n")
+    print("| name | source | top-1 % | top-1 on | input | file MB | cached |")
+    print("|---|---|---:|---|---|---:|---|")
+    for classifier in zoo_classifiers().values():
+        height, width = classifier.input_size
+        cached = "yes" if classifier.cache_path.is_file() else f"no ({classifier.cache_path})"
+        top1 = "-" if classifier.top1 is None else f"{classifier.top1:.1f}"
+        print(f"| {classifier.name} | {classifier.source} | {top1} | {classifier.top1_on} | {height}x{width} "
+              f"| {classifier.file_size_mb:.1f} | {cached} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,11 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             list_models()
         elif args.command == "download":
-            print(f"{args.name}: {fetch(get_zoo_model(args.name))} (checksum verified)")
+            entry = zoo_classifiers()[args.name.removeprefix("zoo:")] if is_zoo_classifier(args.name) else get_zoo_model(args.name)
+            print(f"{args.name}: {fetch(entry)} (checksum verified)")
         else:
             from detector.checkpoint import atomic_save
 
-            atomic_save(zoo_checkpoint(args.name), args.output)
+            convert = zoo_classifier_checkpoint if is_zoo_classifier(args.name) else zoo_checkpoint
+            atomic_save(convert(args.name), args.output)
             print(f"{args.name}: wrote {args.output}")
     except (FileNotFoundError, ValueError) as error:  # offline, unknown name, bad checksum: the message says what to do
         print(f"zoo: {error}", file=sys.stderr)

@@ -146,13 +146,21 @@ def imagenet_weights_path(weights: MobileNet_V2_Weights | MobileNet_V3_Large_Wei
 
 def load_backbone_weights(backbone: MobileNetV2Backbone | MobileNetV3Backbone, source: str) -> list[str]:
     """Load ``source`` into ``backbone``: ``"imagenet"`` (torchvision's ``MobileNet_V2_Weights`` or
-    ``MobileNet_V3_Large_Weights``, full tail only) or
+    ``MobileNet_V3_Large_Weights``, full tail only), ``"zoo:NAME"``, or
     a path to a state dict (torchvision's layout, a detector or a classifier checkpoint).
+
+    ``"zoo:NAME"`` takes the trunk of a zoo classifier or the backbone of a zoo detector
+    (:mod:`detector.zoo`: fetched once, checksum checked, converted).
 
     Returns:
         The names of the loaded tensors.
     """
-    if source == "imagenet":
+    if source.startswith("zoo:"):
+        from detector.zoo import is_zoo_classifier, zoo_checkpoint, zoo_classifier_checkpoint
+
+        checkpoint = zoo_classifier_checkpoint(source) if is_zoo_classifier(source) else zoo_checkpoint(source)
+        state = checkpoint["state_dict"]
+    elif source == "imagenet":
         if backbone.width_mult != 1.0:
             raise ValueError(
                 f"torchvision publishes ImageNet weights for width_mult 1.0 only, not {backbone.width_mult}; "

@@ -23,11 +23,13 @@ from torch import Tensor, nn
 from torchvision.models import MobileNet_V2_Weights
 
 from detector.modeling.backbone import BN_EPS, BN_MOMENTUM, MobileNetV2Backbone, imagenet_weights_path, load_backbone_weights
+from detector.modeling.padding import use_tf_same_padding
 from detector.checkpoint import load_data, model_state_dict, read_checkpoint
 from detector.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CLASSIFIER_KEY",
+    "CLASSIFIER_PRESETS",
     "MobileNetV2Classifier",
     "classifier_meta",
     "is_classifier_checkpoint",
@@ -38,6 +40,13 @@ CLASSIFIER_KEY = "classifier"
 # torchvision's MobileNetV2 head is ``classifier = Sequential(Dropout, Linear)``: the same names here
 # let torchvision's (and our own) state dicts load the head as well as the trunk.
 _HEAD_KEYS = ("classifier.1.weight", "classifier.1.bias")
+# Each way a published MobileNetV2 differs from torchvision's is an option of one preset. TF's
+# (TF-Slim and Keras, also as TFLite files): SAME padding of strided convs, which pads 0 before and 1
+# after on even sides where PyTorch pads 1 and 1.
+CLASSIFIER_PRESETS: dict[str, dict[str, str]] = {
+    "mobilenet_v2": {"padding": "symmetric"},
+    "mobilenet_v2_tf": {"padding": "tf_same"},
+}
 
 
 class MobileNetV2Classifier(nn.Module):
@@ -48,9 +57,14 @@ class MobileNetV2Classifier(nn.Module):
         width_mult: MobileNetV2 width multiplier (the detector's ``width_mult`` must match to transfer).
         dropout: dropout before the linear layer (torchvision's 0.2).
         bn_momentum: BatchNorm running-statistics momentum (the detector's 0.03 by default).
+        preset: a name of :data:`CLASSIFIER_PRESETS`: ``"mobilenet_v2"`` (torchvision's layers) or
+            ``"mobilenet_v2_tf"`` (TF's SAME padding; the TFLite ImageNet models of :mod:`detector.zoo`).
+        padding: ``"symmetric"`` or ``"tf_same"``; ``None`` takes the preset's.
         pretrained: starting weights: ``"none"``; ``"imagenet"`` (torchvision's
-            ``MobileNet_V2_Weights.IMAGENET1K_V1``; the head too when ``num_classes == 1000``); or a
-            path to a state dict or checkpoint (the trunk, and the head when its shape fits).
+            ``MobileNet_V2_Weights.IMAGENET1K_V1``; the head too when ``num_classes == 1000``);
+            ``"zoo:NAME"`` (a zoo classifier, e.g. TF's ``zoo:mobilenet_v2_1.0_224_imagenet_quant``;
+            the head too when ``num_classes == 1001``); or a path to a state dict or checkpoint (the
+            trunk, and the head when its shape fits).
     """
 
     def __init__(
@@ -60,13 +74,22 @@ class MobileNetV2Classifier(nn.Module):
         dropout: float = 0.2,
         pretrained: str = "none",
         bn_momentum: float = BN_MOMENTUM,
+        preset: str = "mobilenet_v2",
+        padding: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if preset not in CLASSIFIER_PRESETS:
+            raise ValueError(f"classifier preset must be one of {sorted(CLASSIFIER_PRESETS)}, got {preset!r}")
+        padding = padding or CLASSIFIER_PRESETS[preset]["padding"]
+        if padding not in ("symmetric", "tf_same"):
+            raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
         # The detector's BN eps (it changes what the layers compute); the momentum only changes how
         # fast the running statistics follow training, so it is free.
         self.trunk = MobileNetV2Backbone(width_mult=width_mult, bn_eps=BN_EPS, bn_momentum=bn_momentum)
+        if padding == "tf_same":
+            use_tf_same_padding(self.trunk)
         channels = self.trunk.features[-1][0].out_channels  # the last 1x1 conv (1280 at width 1.0)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(channels, num_classes))
@@ -79,6 +102,8 @@ class MobileNetV2Classifier(nn.Module):
             "width_mult": float(width_mult),
             "dropout": float(dropout),
             "bn_momentum": float(bn_momentum),
+            "preset": preset,
+            "padding": padding,
             "pretrained": "none",  # weights saved with the model travel in the checkpoint itself
         }
         self.loaded_head = False
@@ -91,9 +116,19 @@ class MobileNetV2Classifier(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
     def load_pretrained(self, source: str) -> bool:
-        """Load the trunk from ``source`` (``"imagenet"`` or a path), and the head when ``source`` has
-        one of the right shape. Returns whether the head was loaded."""
-        if source == "imagenet":
+        """Load the trunk from ``source`` (``"imagenet"``, ``"zoo:NAME"`` or a path), and the head when
+        ``source`` has one of the right shape. Returns whether the head was loaded."""
+        if source.startswith("zoo:"):
+            from detector.zoo import zoo_classifier_checkpoint
+
+            checkpoint = zoo_classifier_checkpoint(source)
+            padding = checkpoint["classifier"]["config"]["padding"]
+            if padding != self.config["padding"]:
+                raise ValueError(f"{source} was trained with {padding!r} padding; build the classifier with "
+                                 f"preset={checkpoint['classifier']['config']['preset']!r} to start from it")
+            state = checkpoint["state_dict"]
+            load_backbone_weights(self.trunk, source)
+        elif source == "imagenet":
             load_backbone_weights(self.trunk, source)
             if self.num_classes != 1000:
                 return False
@@ -157,6 +192,10 @@ def is_classifier_checkpoint(path: str | PathLike[str]) -> bool:
 
     ``False`` for anything else: detector checkpoints, ONNX files, missing or unreadable files.
     """
+    if str(path).startswith("zoo:"):
+        from detector.zoo import is_zoo_classifier
+
+        return is_zoo_classifier(path)
     path = Path(path)
     if not path.is_file() or path.suffix.lower() == ".onnx":
         return False

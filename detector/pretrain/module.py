@@ -31,7 +31,10 @@ class ClassifierModule(TrainingModule):
         width_mult: MobileNetV2 width multiplier (use the detector's to transfer the trunk).
         dropout: before the linear layer.
         bn_momentum: BatchNorm running-statistics momentum (the detector's 0.03; short runs want more).
-        pretrained: starting weights, ``none`` | ``imagenet`` | a path (see :class:`MobileNetV2Classifier`).
+        pretrained: starting weights, ``none`` | ``imagenet`` | ``zoo:NAME`` | a path (see
+            :class:`MobileNetV2Classifier`).
+        preset: ``mobilenet_v2`` (torchvision's layers) or ``mobilenet_v2_tf`` (TF's SAME padding; needed to
+            start from the zoo's TF ImageNet classifiers, ``zoo:mobilenet_v2_1.0_224_imagenet_quant``).
         image_size: network input side; linked from ``--data.image_size``; saved in checkpoints.
         lr: peak learning rate for the *global* batch (batch_size x devices x nodes); scale it linearly
             yourself when you change that batch. ``configs/`` state the batch they assume.
@@ -57,6 +60,7 @@ class ClassifierModule(TrainingModule):
         warmup_factor: float = 0.01,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
+        preset: str = "mobilenet_v2",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -65,7 +69,7 @@ class ClassifierModule(TrainingModule):
         self.class_names = list(class_names)
         self.model = MobileNetV2Classifier(
             num_classes=len(self.class_names), width_mult=width_mult, dropout=dropout, pretrained=pretrained,
-            bn_momentum=bn_momentum,
+            bn_momentum=bn_momentum, preset=preset,
         )
         self.init_ema(ema_decay)
 

@@ -159,6 +159,115 @@ def _zoo() -> dict[str, ZooModel]:
     return {m.name: m for m in models}
 
 
+# TFLite's MobileNetV2 ImageNet classifiers, as google-coral/test_data publishes them (Apache-2.0).
+CORAL_TEST_DATA = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
+
+
+@dataclass(frozen=True)
+class ZooClassifier:
+    """One published image classifier: where it comes from, what it scores, how it becomes ours
+    (:class:`detector.pretrain.model.MobileNetV2Classifier`; its trunk is the detector's backbone).
+
+    ``sha256_prefix`` is the whole sha256 of the file, recorded when this entry was written (Coral
+    publishes none); ``top1`` the ImageNet top-1 accuracy (%) its publisher gives (``None``: not
+    published). ``read`` turns the file into ``(state_dict, {"mean", "std", "image_size"})``.
+    """
+
+    name: str
+    source: str
+    url: str
+    sha256_prefix: str
+    top1: float | None
+    top1_on: str
+    input_size: tuple[int, int]
+    file_size_mb: float
+    config: dict[str, Any]
+    read: Callable[[Path], tuple[dict[str, Tensor], dict[str, Any]]]
+    packaged: str | None = None
+
+    @property
+    def cache_path(self) -> Path:
+        """torch's hub cache, where torchvision's own weights go."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
+
+
+def _classifiers() -> dict[str, ZooClassifier]:
+    import detector.zoo.tflite_mobilenet_v2 as tflite_mobilenet_v2  # the converter: imported on first use
+
+    models = [
+        ZooClassifier(
+            name="mobilenet_v2_1.0_224_imagenet_quant",
+            source="TF-Slim MobileNetV2 1.0/224 ImageNet, uint8 per-tensor TFLite "
+                   "(google-coral/test_data mobilenet_v2_1.0_224_quant.tflite)",
+            url=CORAL_TEST_DATA + "mobilenet_v2_1.0_224_quant.tflite",
+            sha256_prefix="7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776",
+            top1=70.8,
+            top1_on="ImageNet val (TF's hosted-models table, uint8)",
+            input_size=(224, 224),
+            file_size_mb=3.611,
+            config=tflite_mobilenet_v2.CONFIG,
+            read=tflite_mobilenet_v2.read_state_dict,
+        ),
+        ZooClassifier(
+            name="mobilenet_v2_1.0_224_imagenet_ptq",
+            source="Keras MobileNetV2 1.0/224 ImageNet, int8 per-channel post-training quantised TFLite "
+                   "(google-coral/test_data tf2_mobilenet_v2_1.0_224_ptq.tflite)",
+            url=CORAL_TEST_DATA + "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+            sha256_prefix="5d3137241276e79c86d14a74fe43581398ae0e815191d3dba45495b810840e8c",
+            top1=None,
+            top1_on="not published",
+            input_size=(224, 224),
+            file_size_mb=4.070,
+            config=tflite_mobilenet_v2.CONFIG,
+            read=tflite_mobilenet_v2.read_state_dict,
+        ),
+    ]
+    return {m.name: m for m in models}
+
+
+def zoo_classifiers() -> dict[str, ZooClassifier]:
+    """Every zoo classifier by name (``zoo:NAME`` as a classifier checkpoint or ``pretrained_backbone``)."""
+    return _classifiers()
+
+
+def is_zoo_classifier(name: str | os.PathLike[str]) -> bool:
+    """Whether ``name`` (with or without ``zoo:``) is a zoo classifier."""
+    name = str(name)
+    name = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
+    return name in _classifiers()
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1001 outputs of TF's ImageNet classifiers: "background", then torchvision's 1000 ImageNet
+    names (the first synonym of each synset; the two repeated ones told apart: "crane bird", "maillot tank suit")."""
+    from torchvision.models import MobileNet_V2_Weights
+
+    return ["background", *MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]]
+
+
+def zoo_classifier_checkpoint(name: str, progress: bool = True) -> dict[str, Any]:
+    """Zoo classifier ``name`` as a classifier checkpoint of this package (the layout
+    :func:`detector.pretrain.model.load_classifier` reads): ``{"state_dict": {"model.<param>": Tensor},
+    "classifier": {"config", "class_names", "image_size", "mean", "std", "zoo"}}``."""
+    bare = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
+    models = _classifiers()
+    if bare not in models:
+        raise ValueError(f"unknown zoo classifier {bare!r}; `python tools/zoo.py list` lists {sorted(models)}")
+    model = models[bare]
+    path = fetch(model, progress=progress)
+    try:
+        state, preprocessing = model.read(path)
+    except ValueError as error:
+        raise ValueError(f"zoo model {model.name!r}: {path}: {error}") from error
+    from detector.pretrain.model import MobileNetV2Classifier
+
+    config = dict(MobileNetV2Classifier(**model.config).config)
+    return {
+        "state_dict": {"model." + k: v for k, v in state.items()},
+        "classifier": {"config": config, "class_names": imagenet_class_names(), **preprocessing, "zoo": model.name},
+    }
+
+
 def zoo_models() -> dict[str, ZooModel]:
     """Every zoo model by name."""
     return _zoo()
@@ -168,6 +277,10 @@ def get_zoo_model(name: str) -> ZooModel:
     """The zoo entry ``name`` (with or without the ``zoo:`` prefix)."""
     name = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
     models = _zoo()
+    if name in _classifiers():
+        raise ValueError(f"zoo model {name!r} is an ImageNet classifier, not a detector: use it as "
+                         f"--model.pretrained_backbone zoo:{name} (preset ssdlite_mobilenet_v2_tf), or classify "
+                         f"photos with tools/predict.py --checkpoint zoo:{name}")
     if name not in models:
         raise ValueError(f"unknown zoo model {name!r}; `python tools/zoo.py list` lists {sorted(models)}")
     return models[name]
@@ -185,7 +298,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(model: ZooModel, progress: bool = True) -> Path:
+def fetch(model: ZooModel | ZooClassifier, progress: bool = True) -> Path:
     """The model's file in the hub cache, downloaded once with ``torch.hub`` (which checks the
     checksum while downloading); a file already there is checked too, so a corrupt or wrong file is
     refused rather than loaded."""
