@@ -86,14 +86,18 @@ def _mb(size: int) -> str:
 
 def export_classifier(args: argparse.Namespace) -> int:
     """tools/train_classifier.py's checkpoints: logits out, class names in the metadata."""
-    from detector.pretrain import export_classifier_onnx
+    from detector.pretrain import export_classifier_onnx, quantize_classifier_onnx
 
-    if args.with_nms or args.int8:
-        print("error: --with-nms and --int8 apply to detector checkpoints, not classifiers", file=sys.stderr)
+    if args.with_nms:
+        print("error: --with-nms applies to detector checkpoints, not classifiers", file=sys.stderr)
         return 2
+    files = _calibration_images(args) if args.int8 else None  # a bad folder fails before the export
     path = export_classifier_onnx(args.checkpoint, args.output, image_size=args.image_size, opset=args.opset,
                                   dynamic_batch=args.dynamic_batch)
     print(f"exported classifier {args.checkpoint} (logits out, class names in the metadata) -> {path}")
+    if files is not None:
+        int8 = quantize_classifier_onnx(path, int8_path(args.output), files, calibration_count=None)
+        print(f"quantized it to int8 QDQ, calibrated on {len(files)} images ({_mb(int8.stat().st_size)}) -> {int8}")
     return 0
 
 

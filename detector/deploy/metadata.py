@@ -237,9 +237,14 @@ def classifier_metadata(
     }
 
 
+_CLASSIFIER_KEYS = frozenset({"task", "class_names", "image_size", "mean", "std", "num_classes", "width_mult",
+                               "int8", "quantization"})
+
+
 def read_classifier_metadata(path: str | PathLike[str]) -> dict[str, Any]:
     """The decoded metadata of a classifier export (keys as :func:`classifier_metadata` writes them)."""
     props = read_props(path)
     if "class_names" not in props:
         raise ValueError(f"{path}: not a classifier export (no class_names in its metadata)")
-    return {key: json.loads(value) for key, value in props.items()}
+    # Only this project's keys: other tools add their own (ONNX Runtime's quantizer: plain strings).
+    return {key: json.loads(value) for key, value in props.items() if key in _CLASSIFIER_KEYS}

@@ -3,7 +3,7 @@
 The Lightning parts (``detector.pretrain.module``, ``.data``, ``.cli``) are imported on use, so
 ``is_classifier_checkpoint`` stays cheap for tools that only dispatch on it.
 """
-from detector.pretrain.export import export_classifier_executorch, export_classifier_onnx
+from detector.pretrain.export import export_classifier_executorch, export_classifier_onnx, quantize_classifier_onnx
 from detector.pretrain.model import MobileNetV2Classifier, is_classifier_checkpoint, load_classifier
 from detector.pretrain.predict import ClassifierPredictor, predict_images
 
@@ -15,4 +15,5 @@ __all__ = [
     "is_classifier_checkpoint",
     "load_classifier",
     "predict_images",
+    "quantize_classifier_onnx",
 ]

@@ -1,16 +1,20 @@
 """What the detector's and the classifier's LightningModules share: the optional EMA copy of the
-weights, the non-finite-loss stop, the parameter groups, and the optimiser with its warmup + cosine
+weights, statistics for folded BatchNorm before the first step, the non-finite-loss stop, the parameter groups, and the optimiser with its warmup + cosine
 schedule. Each subclass builds ``self.model`` and calls :meth:`TrainingModule.init_ema`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from detector.training.batchnorm import identity_batchnorms, unfold_batchnorm
 
 from detector.training.schedules import warmup_cosine_scheduler
 
@@ -101,6 +105,43 @@ class TrainingModule(pl.LightningModule):
     def eval_model(self) -> nn.Module:
         """The weights validation and export use: the EMA copy when there is one."""
         return self.ema_model.module if self.ema_model is not None else self.model
+
+    def on_fit_start(self) -> None:
+        self.unfold_folded_batchnorm()
+
+    def unfold_folded_batchnorm(self, max_batches: int = 8) -> int:
+        """Before the first step: BatchNorm layers that hold folded weights (identity statistics, as the
+        zoo's TFLite ImageNet backbones) get statistics measured on the first ``max_batches`` training
+        batches, their eval-mode function unchanged (:func:`detector.training.batchnorm.unfold_batchnorm`),
+        so training-mode BatchNorm starts from the pretrained function. Returns the layers changed."""
+        if not identity_batchnorms(self.model):
+            return 0
+        datamodule = self.trainer.datamodule
+        loader = datamodule.train_dataloader() if datamodule is not None else self.trainer.train_dataloader
+        seen = [0]
+
+        def images() -> Iterator[Tensor]:
+            for index, batch in enumerate(loader):
+                if index >= max_batches:
+                    break
+                seen[0] += int(batch[0].shape[0])
+                yield self.prepare_images(batch[0].to(self.device))
+
+        reduce = None
+        if self.trainer.world_size > 1:
+            def reduce(t: Tensor) -> Tensor:
+                return self.trainer.strategy.reduce(t, reduce_op="sum")
+        changed = unfold_batchnorm(self.model, images(), reduce)
+        if self.ema_model is not None:  # the average starts from the same weights
+            self.ema_model.module.load_state_dict(self.model.state_dict())
+        rank_zero_info(f"{changed} BatchNorm layers held folded weights (identity statistics, e.g. a TFLite "
+                       f"ImageNet backbone): statistics measured on {seen[0]} training images, the layers' "
+                       "function kept (detector/training/batchnorm.py)")
+        return changed
+
+    def prepare_images(self, images: Tensor) -> Tensor:
+        """The layout the model takes its images in (subclasses may change it)."""
+        return images
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -192,6 +192,9 @@ class DetectorModule(TrainingModule):
     def _layout(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
+    def prepare_images(self, images: Tensor) -> Tensor:
+        return self._layout(images)
+
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.model(self._layout(images))
 

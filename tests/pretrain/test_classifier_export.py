@@ -46,3 +46,29 @@ def test_tools_export_dispatches_classifier_checkpoints(trained_run: Path, tmp_p
     assert dims == [1, 3, 64, 64]
     assert tool.main(["--checkpoint", str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(output),
                       "--with-nms"]) == 2
+
+
+def test_int8_onnx_export_classifies_as_the_checkpoint(trained_run: Path, colour_data: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    """--int8 also writes a QDQ int8 file, calibrated on images pre-processed as the classifier's own;
+    tools/predict.py classifies with it (and with the fp32 file) the way the checkpoint does."""
+    tool = load_tool("export")
+    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    output = tmp_path / "colours.onnx"
+    assert tool.main(["--checkpoint", str(checkpoint), "--output", str(output), "--int8",
+                      "--calibration-images", str(colour_data / "train"), "--calibration-count", "16"]) == 0
+    int8 = tmp_path / "colours.int8.onnx"
+    proto = onnx.load(str(int8))
+    assert sum(node.op_type == "QuantizeLinear" for node in proto.graph.node) > 10
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["int8"]) is True and json.loads(meta["quantization"])["calibration_images"] == 16
+    predict = load_tool("predict")
+    capsys.readouterr()
+    tops = {}
+    for model in (checkpoint, output, int8):
+        assert predict.main(["--checkpoint", str(model), "--input", str(colour_data / "val"),
+                             "--output", str(tmp_path / "out" / model.name)]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        tops[model.name] = [line.split(": ")[1].split(" ")[0] for line in lines]
+    assert len(tops[checkpoint.name]) == 40
+    assert tops["colours.onnx"] == tops[checkpoint.name] == tops["colours.int8.onnx"]
