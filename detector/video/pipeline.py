@@ -1,4 +1,5 @@
-"""The engine behind ``tools/demo_video.py``: decode, detect, track, draw, encode, one frame at a time.
+"""The engine behind ``tools/demo_video.py``: decode, detect, track, draw, encode, frame by frame, the
+stages of consecutive frames overlapping on three threads (``pipelined=False``: one after another).
 
 The detector is any callable ``detect_fn(frame) -> dict`` (``Predictor.predict`` fits), so this
 module needs no model and is tested with fake detectors.
@@ -9,7 +10,7 @@ import json
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from os import PathLike
@@ -23,12 +24,14 @@ from detector.arrays import to_numpy
 from detector.files import atomic_write
 from detector.video.draw import draw_detections, draw_overlay
 from detector.video.io import (
+    Frame,
     FrameSource,
     VideoInfo,
     VideoReadError,
     VideoWriter,
     open_source,
 )
+from detector.video.stages import BackgroundSink, prefetch
 from detector.video.tracking import Tracker
 
 __all__ = ["DetectFn", "run_video"]
@@ -77,6 +80,7 @@ def run_video(
     progress: bool = True,
     crf: int = 23,
     view: dict[str, Any] | None = None,
+    pipelined: bool = True,
 ) -> dict[str, Any]:
     """Run ``detect_fn`` over a video, write the annotated video and a JSON record beside it.
 
@@ -95,6 +99,8 @@ def run_video(
         crf: H.264 quality (lower is better and larger).
         view: how ``detect_fn`` sees each frame (model file, backend, slicing, letterbox), recorded as
             the summary's ``"view"`` so runs of the same clip can be told apart.
+        pipelined: decode ahead and draw + encode behind on two more threads while ``detect_fn``
+            runs (the same output; ``False``: every stage on the calling thread, one after another).
 
     Returns:
         The summary also written under ``"summary"`` in ``OUT.json``: ``frames``,
@@ -125,10 +131,10 @@ def run_video(
             bar = tqdm(total=_expected_frames(info.frame_count, max_frames), unit="frame",
                        disable=not progress, desc=out_path.name)
             with bar:
-                counts = _annotate(frames, step, writer, records, max_frames, bar)
+                counts = _annotate(frames, step, writer, records, max_frames, bar, pipelined)
         if counts.frames == 0:
             raise VideoReadError(source, "no frame was decoded")
-        summary = _summary(info, writer, out_path, json_path, counts, step, track)
+        summary = _summary(info, writer, out_path, json_path, counts, step, track, pipelined)
         summary["view"] = view
         _write_record(json_path, summary, records)
     return summary
@@ -176,14 +182,17 @@ class _Counts:
 
 
 def _annotate(frames: FrameSource, step: _FrameStep, writer: VideoWriter, records: TextIO,
-              max_frames: int | None, bar: tqdm) -> _Counts:
-    """Detect, draw and encode every frame; one JSON line per frame goes to ``records``."""
+              max_frames: int | None, bar: tqdm, pipelined: bool = True) -> _Counts:
+    """Detect, draw and encode every frame; one JSON line per frame goes to ``records``.
+
+    ``pipelined``: decoding runs ahead on one thread and drawing + encoding behind on another
+    (:mod:`detector.video.stages`), while this thread runs the model and the tracker, so the stages
+    of consecutive frames overlap. The frames, detections and records are the same either way."""
     counts = _Counts()
     start = time.perf_counter()
-    for frame in frames:
-        if max_frames is not None and counts.frames >= max_frames:
-            break
-        det, track_ids, seconds = step(frame.image)
+
+    def finish(item: tuple[Frame, dict, list[int | None] | None, float]) -> None:
+        frame, det, track_ids, seconds = item
         image = draw_detections(frame.image, det["boxes"], det["scores"], det["names"], track_ids)
         counts.frames += 1
         counts.model_s += seconds
@@ -199,8 +208,26 @@ def _annotate(frames: FrameSource, step: _FrameStep, writer: VideoWriter, record
         records.write(json.dumps({"index": frame.index, "timestamp": round(frame.timestamp, 4),
                                   "model_ms": round(seconds * 1000, 3), "detections": dets}) + "\n")
         bar.update(1)
+
+    taken = _first(frames, max_frames)
+    if pipelined:
+        with BackgroundSink(finish) as sink:
+            for frame in prefetch(taken):
+                det, track_ids, seconds = step(frame.image)
+                sink.put((frame, det, track_ids, seconds))
+    else:
+        for frame in taken:
+            finish((frame, *step(frame.image)))
     counts.wall_s = time.perf_counter() - start
     return counts
+
+
+def _first(frames: Iterable[Frame], max_frames: int | None) -> Iterator[Frame]:
+    """The first ``max_frames`` frames (all when ``None``), without decoding one more."""
+    for taken, frame in enumerate(frames):
+        if max_frames is not None and taken >= max_frames:
+            return
+        yield frame
 
 
 def _detection_records(det: dict, track_ids: list[int | None] | None) -> list[dict[str, Any]]:
@@ -217,7 +244,7 @@ def _detection_records(det: dict, track_ids: list[int | None] | None) -> list[di
 
 
 def _summary(info: VideoInfo, writer: VideoWriter, out_path: Path, json_path: Path, counts: _Counts,
-             step: _FrameStep, track: bool) -> dict[str, Any]:
+             step: _FrameStep, track: bool, pipelined: bool) -> dict[str, Any]:
     return {
         "input": info.to_dict(),
         "output": {"path": str(out_path), "json": str(json_path), "width": writer.width,
@@ -236,6 +263,7 @@ def _summary(info: VideoInfo, writer: VideoWriter, out_path: Path, json_path: Pa
         "score_threshold": step.score_threshold,
         "classes": None if step.classes is None else sorted(step.classes),
         "track": track,
+        "pipelined": pipelined,
     }
 
 
