@@ -27,17 +27,34 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-__all__ = ["Slicing", "add_view_arguments", "clip_detections", "letterbox", "merge_views", "tile_starts", "view_options"]
+__all__ = ["PLACEMENTS", "Slicing", "add_view_arguments", "clip_detections", "letterbox", "merge_views", "tile_starts", "view_options"]
 
 
-def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap`` of a tile
-    shared by neighbours; the last tile ends at the border (SAHI's rule).
+PLACEMENTS: tuple[str, ...] = ("even", "sahi")
 
-    Example: ``tile_starts(1242, 375, 0.2) == [0, 300, 600, 867]``; ``tile_starts(375, 375, 0.2) == [0]``.
+
+def tile_starts(length: int, tile: int, overlap: float, placement: str = "sahi") -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length``, neighbours sharing at least
+    ``overlap`` of a tile; the first starts at 0, the last ends at the border.
+
+    ``"sahi"`` (the default): SAHI's rule, steps of ``tile * (1 - overlap)`` and one more tile moved
+    back to the border, which can land a few pixels from the one before. ``"even"``: the fewest tiles
+    that keep that overlap, spread evenly, so no two are nearly the same view. On kitti-dev (50 real
+    KITTI frames, the driving model, ``docs/driving.md``) SAHI's rule scored higher (KITTI Car moderate
+    14.9 against 13.9): its two nearly equal tiles look twice at the right of the frame, where that
+    model finds most cars, so it stays the default.
+
+    Example (a 1242-pixel KITTI frame, 643-pixel tiles of a 224x384 network, 20 % overlap):
+    ``tile_starts(1242, 643, 0.2) == [0, 514, 599]`` (two tiles 85 px apart);
+    ``tile_starts(1242, 643, 0.2, "even") == [0, 300, 599]``; ``tile_starts(375, 375, 0.2) == [0]``.
     """
+    if placement not in PLACEMENTS:
+        raise ValueError(f"tile placement must be one of {PLACEMENTS}, got {placement!r}")
     if tile >= length:
         return [0]
+    if placement == "even":
+        gaps = math.ceil((length - tile) / max(1.0, tile * (1.0 - overlap)) - 1e-9)
+        return [round(i * (length - tile) / gaps) for i in range(gaps + 1)]
     step = max(1, int(tile * (1.0 - overlap)))
     starts = list(range(0, length - tile, step))
     if starts[-1] + tile < length:
@@ -55,18 +72,23 @@ class Slicing:
         overlap: fraction of a tile its neighbours share, in both directions.
         full_frame: run on the whole frame too (SAHI's ``perform_standard_pred``).
         merge_iou: IoU above which NMS merges two same-class detections of different views.
+        placement: ``"sahi"`` (SAHI's fixed step, the last tile moved back to the border) or ``"even"``
+            (the fewest tiles with that overlap, spread evenly); see :func:`tile_starts`.
     """
 
     tile: tuple[int, int] | None = None
     overlap: float = 0.2
     full_frame: bool = True
     merge_iou: float = 0.5
+    placement: str = "sahi"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"slice overlap must be in [0, 1), got {self.overlap}")
         if self.tile is not None and min(self.tile) < 1:
             raise ValueError(f"slice size must be positive, got {self.tile}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"slice placement must be one of {PLACEMENTS}, got {self.placement!r}")
 
     def windows(self, height: int, width: int, input_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
         """``(x0, y0, x1, y1)`` of every view of a ``height x width`` frame, the whole frame first (when
@@ -78,8 +100,8 @@ class Slicing:
             tile_h = min(height, int(round(width / aspect)))
             tile_w = min(width, int(round(tile_h * aspect)))
         full = (0, 0, width, height)
-        tiles = [(x, y, x + tile_w, y + tile_h) for y in tile_starts(height, tile_h, self.overlap)
-                 for x in tile_starts(width, tile_w, self.overlap)]
+        tiles = [(x, y, x + tile_w, y + tile_h) for y in tile_starts(height, tile_h, self.overlap, self.placement)
+                 for x in tile_starts(width, tile_w, self.overlap, self.placement)]
         tiles = [t for t in tiles if t != full]
         return ([full] if self.full_frame or not tiles else []) + tiles
 
@@ -141,6 +163,9 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slice-size", help="tile size in image pixels, S or HxW (implies --slice)")
     group.add_argument("--slice-overlap", type=float, help="overlap of neighbouring tiles (default: 0.2; with --slice)")
     group.add_argument("--slice-no-full-frame", action="store_true", help="tiles only, not the whole image too")
+    group.add_argument("--slice-placement", choices=PLACEMENTS,
+                       help="sahi: SAHI's fixed step, the last tile moved back to the border (default); even: the "
+                            "fewest tiles with that overlap, spread evenly (with --slice)")
     group.add_argument("--letterbox", action="store_true",
                        help="pad images (and tiles) to the network's aspect ratio instead of stretching them")
 
@@ -154,10 +179,11 @@ def view_options(args: argparse.Namespace) -> dict[str, object]:
     if args.slice or args.slice_size:
         overlap = 0.2 if args.slice_overlap is None else args.slice_overlap
         slicing = Slicing(tile=_size(args.slice_size) if args.slice_size else None, overlap=overlap,
-                          full_frame=not args.slice_no_full_frame)
+                          full_frame=not args.slice_no_full_frame, placement=args.slice_placement or "sahi")
     else:
         given = [flag for flag, value in (("--slice-overlap", args.slice_overlap is not None),
-                                          ("--slice-no-full-frame", args.slice_no_full_frame)) if value]
+                                          ("--slice-no-full-frame", args.slice_no_full_frame),
+                                          ("--slice-placement", args.slice_placement is not None)) if value]
         if given:
             raise ValueError(f"{' and '.join(given)} apply to sliced inference: add --slice (or --slice-size)")
     return {"slicing": slicing, "letterbox": args.letterbox}

@@ -13,16 +13,26 @@ from detector.slicing import Slicing, add_view_arguments, letterbox, merge_views
 
 
 def test_tile_starts_by_hand():
-    assert tile_starts(1242, 375, 0.2) == [0, 300, 600, 867]  # step 300; the last ends at the border
+    assert tile_starts(1242, 375, 0.2) == [0, 300, 600, 867]  # SAHI: step 300; the last ends at the border
+    # Even: the fewest tiles whose neighbours share 20 % (867 px to span in steps of at most 300: 3
+    # gaps), spread evenly, the last at the border.
+    assert tile_starts(1242, 375, 0.2, "even") == [0, 289, 578, 867]
+    # A KITTI frame's 643-px tiles of a 224x384 network: SAHI's rule puts the last two 85 px apart.
+    assert tile_starts(1242, 643, 0.2) == [0, 514, 599]
+    assert tile_starts(1242, 643, 0.2, "even") == [0, 300, 599]
     assert tile_starts(375, 375, 0.2) == [0]
-    assert tile_starts(1000, 400, 0.5) == [0, 200, 400, 600]
+    assert tile_starts(1000, 400, 0.5) == tile_starts(1000, 400, 0.5, "even") == [0, 200, 400, 600]
+    assert tile_starts(800, 400, 0.0, "even") == [0, 400]  # tiles that just cover: no third
     assert tile_starts(100, 400, 0.2) == [0]  # a tile larger than the side: one
+    with pytest.raises(ValueError, match="placement"):
+        tile_starts(1000, 400, 0.2, "random")
 
 
 def test_default_windows_are_frame_tall_with_the_inputs_aspect():
     windows = Slicing().windows(375, 1242, (300, 300))
     assert windows == [(0, 0, 1242, 375), (0, 0, 375, 375), (300, 0, 675, 375), (600, 0, 975, 375),
                        (867, 0, 1242, 375)]
+    assert Slicing(placement="even").windows(375, 1242, (300, 300))[2] == (289, 0, 664, 375)
     assert Slicing(full_frame=False).windows(375, 1242, (300, 300))[0] == (0, 0, 375, 375)
     assert Slicing().windows(300, 300, (300, 300)) == [(0, 0, 300, 300)]  # nothing to slice
     assert Slicing(tile=(200, 200), overlap=0.0).windows(400, 400, (300, 300))[1:] == [
@@ -101,5 +111,8 @@ def test_the_tools_flags():
     options = view_options(parser.parse_args(["--slice-size", "300x500", "--slice-overlap", "0.1", "--letterbox"]))
     assert options == {"slicing": Slicing(tile=(300, 500), overlap=0.1), "letterbox": True}
     assert view_options(parser.parse_args(["--slice", "--slice-no-full-frame"]))["slicing"] == Slicing(full_frame=False)
+    assert view_options(parser.parse_args(["--slice", "--slice-placement", "even"]))["slicing"] == Slicing(placement="even")
+    with pytest.raises(ValueError, match="--slice-placement"):
+        view_options(parser.parse_args(["--slice-placement", "even"]))
     with pytest.raises(ValueError, match="slice-size"):
         view_options(parser.parse_args(["--slice-size", "big"]))

@@ -72,7 +72,8 @@ def view_record(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, 
     return {"checkpoint": str(args.checkpoint), "backend": args.backend, "letterbox": bool(options["letterbox"]),
             "slice": slicing is not None,
             **({"slice_size": list(slicing.tile) if slicing.tile else None, "slice_overlap": slicing.overlap,
-                "slice_full_frame": slicing.full_frame} if slicing is not None else {})}
+                "slice_full_frame": slicing.full_frame, "slice_placement": slicing.placement}
+               if slicing is not None else {})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
