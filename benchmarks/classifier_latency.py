@@ -7,8 +7,8 @@ photos of ``../shared/data/coral-mobilenetv2/images`` (or ``--images DIR``):
 
 - **network**: a normalised ``[1, 3, 224, 224]`` image in, logits out: torchvision's ``mobilenet_v2``
   (the reference: same architecture, random weights), ours in PyTorch eager (the converted
-  ``zoo:NAME``), its ONNX export on ONNX Runtime, its ExecuTorch programs (XNNPACK, fp32 and int8
-  calibrated on the same photos);
+  ``zoo:NAME``), its ONNX exports on ONNX Runtime (fp32, and int8 QDQ calibrated on the same photos),
+  its ExecuTorch programs (XNNPACK, fp32 and int8 calibrated on the same photos);
 - **whole**: a decoded ``HxWx3`` photo in, top-5 names out (:class:`ClassifierPredictor.predict`:
   resize, crop, normalise, network, softmax), per backend.
 
@@ -39,7 +39,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from detector.data.io import load_image  # noqa: E402
 from detector.evaluation.speed import cpu_name, round_robin  # noqa: E402
-from detector.pretrain import export_classifier_executorch, export_classifier_onnx  # noqa: E402
+from detector.pretrain import (  # noqa: E402
+    export_classifier_executorch,
+    export_classifier_onnx,
+    quantize_classifier_onnx,
+)
 from detector.pretrain.predict import ClassifierPredictor  # noqa: E402
 from detector.zoo import fetch, zoo_classifiers  # noqa: E402
 
@@ -68,19 +72,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     arrays = [load_image(p) for p in photos]
     with tempfile.TemporaryDirectory(prefix="cls-bench-") as tmp:
         onnx_path = args.onnx or export_classifier_onnx(checkpoint, Path(tmp) / "classifier.onnx")
+        onnx_int8 = quantize_classifier_onnx(onnx_path, Path(tmp) / "classifier.int8.onnx", photos)
         pte = args.pte or export_classifier_executorch(checkpoint, Path(tmp) / "classifier.pte").path
         pte_int8 = args.pte_int8 or export_classifier_executorch(
             checkpoint, Path(tmp) / "classifier.int8.pte", int8=True, calibration_images=photos).path
         predictors = {
             "torch eager": ClassifierPredictor.from_checkpoint(checkpoint),
             "ONNX Runtime fp32": ClassifierPredictor.from_checkpoint(onnx_path),
+            "ONNX Runtime int8": ClassifierPredictor.from_checkpoint(onnx_int8),
             "ExecuTorch fp32": ClassifierPredictor.from_checkpoint(pte),
             "ExecuTorch int8": ClassifierPredictor.from_checkpoint(pte_int8),
         }
-        if hasattr(predictors["ONNX Runtime fp32"].model, "_session"):  # the session's threads, as torch's
-            from detector.pretrain.predict import ExportedClassifier
+        from detector.pretrain.predict import ExportedClassifier
 
-            predictors["ONNX Runtime fp32"].model = ExportedClassifier(onnx_path, num_threads=args.threads)
+        for name, path in (("ONNX Runtime fp32", onnx_path), ("ONNX Runtime int8", onnx_int8)):
+            predictors[name].model = ExportedClassifier(path, num_threads=args.threads)  # torch's thread count
         reference = mobilenet_v2(weights=None).eval()
         batches = [predictors["torch eager"].preprocess([a]) for a in arrays]
         n = len(arrays)

@@ -273,7 +273,7 @@ def test_demo_video_cli_with_a_stub_predictor(tmp_path: Path, monkeypatch: pytes
     assert rc == 0
     assert probe(out)[:4] == (4, 128, 96, 8)
     printed = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert printed["frames"] == 4 and set(printed) == {"frames", "mean_model_ms", "end_to_end_fps", "view"}
+    assert printed["frames"] == 4 and set(printed) == {"frames", "mean_model_ms", "end_to_end_fps", "pipelined", "view"}
     assert printed["view"] == {"checkpoint": "unused.pt", "backend": "torch", "letterbox": False, "slice": False}
     # The view is recorded (issue #39): a sliced run says so in its summary.
     assert cli.main(["--checkpoint", "unused.pt", "--input", str(src), "--output", str(tmp_path / "S.mp4"), "--slice",
