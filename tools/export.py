@@ -17,8 +17,9 @@
 - ``--output model.pte`` writes an ExecuTorch program for the XNNPACK backend (raw outputs, batch 1)
   and its metadata sidecar ``model.pte.json``; with ``--int8``, also ``model.int8.pte`` (+ sidecar):
   PT2E quantization with the XNNPACK quantizer, per-channel int8 weights, calibrated the same way
-  (:mod:`detector.deploy.executorch_export`; apps: ``docs/executorch.md``). ``--with-nms``, ``--opset``
-  and ``--dynamic-batch`` are ONNX options and are refused.
+  (:mod:`detector.deploy.executorch_export`; apps: ``docs/executorch.md``). ``--dynamic-batch`` makes
+  programs that take 1 to 8 images a call (ExecuTorch needs an upper bound): a sliced frame's views run
+  in one call. ``--with-nms`` and ``--opset`` are ONNX options and are refused.
 """
 from __future__ import annotations
 
@@ -57,17 +58,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.output.suffix.lower() not in (".onnx", PTE):
         parser.error("--output must end in .onnx (ONNX) or .pte (ExecuTorch)")
     if is_pte(args.output):
-        onnx_only = [flag for flag, given in (("--with-nms", args.with_nms), ("--opset", args.opset is not None),
-                                              ("--dynamic-batch", args.dynamic_batch)) if given]
+        onnx_only = [flag for flag, given in (("--with-nms", args.with_nms), ("--opset", args.opset is not None))
+                     if given]
         if onnx_only:
             parser.error(f"{', '.join(onnx_only)}: ONNX options; an ExecuTorch program (.pte) has raw outputs "
-                         "(decoding and NMS run in the app) and a batch of 1")
+                         "(decoding and NMS run in the app)")
     elif args.opset is None:
         args.opset = DEFAULT_OPSET
     return args
 
 
 PTE = ".pte"
+
+
+# The largest batch of a --dynamic-batch ExecuTorch program: a frame and its tiles (SAHI's rule gives
+# four views of a 3:1 dashcam frame), with room to spare.
+PTE_MAX_BATCH = 8
 
 
 def is_pte(output: Path) -> bool:
@@ -176,13 +182,15 @@ def export_detector_pte(args: argparse.Namespace) -> tuple[Any, list[str]]:
     files = _calibration_images(args) if args.int8 else None  # a bad folder fails before minutes of lowering
     print("exporting fp32 (torch.export, lowering to XNNPACK: a minute or so) ...", flush=True)
     start = time.perf_counter()
-    result = export_executorch(model, label_map, args.output, image_size=args.image_size)
+    max_batch = PTE_MAX_BATCH if args.dynamic_batch else 1
+    result = export_executorch(model, label_map, args.output, image_size=args.image_size, max_batch=max_batch)
     written = _program_line("fp32 ExecuTorch program, XNNPACK", result, time.perf_counter() - start)
     if files is not None:
         print(f"exporting int8 (calibration on {len(files)} images, then lowering) ...", flush=True)
         start = time.perf_counter()
         quant = export_executorch(model, label_map, int8_path(args.output), image_size=args.image_size, int8=True,
-                                  calibration_images=files, calibration_count=None, progress=True)
+                                  calibration_images=files, calibration_count=None, progress=True,
+                                  max_batch=max_batch)
         written += _program_line("int8 ExecuTorch program, XNNPACK, per-channel int8 weights", quant,
                                  time.perf_counter() - start)
     return result, written
@@ -192,12 +200,14 @@ def print_pte_summary(args: argparse.Namespace, result: Any, written: list[str])
     info = result.info
     h, w = info.image_size
     names = info.label_map.names
+    batch = f"B<={PTE_MAX_BATCH}" if args.dynamic_batch else "1"
     print(f"exported {args.checkpoint}: {len(names)} classes "
           f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}), "
-          f"input images float32[1, 3, {h}, {w}] normalised with mean {list(info.mean)} std {list(info.std)}, "
+          f"input images float32[{batch}, 3, {h}, {w}] normalised with mean {list(info.mean)} std {list(info.std)}, "
           f"{result.num_anchors} anchors")
-    print(f"outputs: cls_logits [1, {result.num_anchors}, {len(names) + 1}], bbox_regression "
-          f"[1, {result.num_anchors}, 4]: decode them with the anchors and settings of the sidecar (docs/executorch.md)")
+    batch = "B" if args.dynamic_batch else "1"
+    print(f"outputs: cls_logits [{batch}, {result.num_anchors}, {len(names) + 1}], bbox_regression "
+          f"[{batch}, {result.num_anchors}, 4]: decode them with the anchors and settings of the sidecar (docs/executorch.md)")
     print("wrote:")
     for line in written:
         print(f"  {line}")

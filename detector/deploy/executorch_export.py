@@ -170,13 +170,15 @@ def _sha256(path: Path) -> str:
 # --- quantization, lowering, the one program export -----------------------------------------------
 
 
-def quantize_pt2e(module: nn.Module, example: Tensor, calibration: Iterable[Tensor]) -> tuple[nn.Module, int]:
+def quantize_pt2e(module: nn.Module, example: Tensor, calibration: Iterable[Tensor],
+                  max_batch: int = 1) -> tuple[nn.Module, int]:
     """Static int8 of ``module`` for XNNPACK (see the module docstring), calibrated on ``calibration``.
 
     Args:
         module: in eval mode, taking ``example``.
         example: ``[1, 3, H, W]``, the traced input.
         calibration: normalised batches shaped like ``example``.
+        max_batch: trace a batch dimension of 1 .. ``max_batch`` (:func:`lower_to_executorch`'s).
 
     Returns:
         The quantized ``GraphModule`` (quantize / dequantize nodes around the int8 operators) and the
@@ -189,7 +191,7 @@ def quantize_pt2e(module: nn.Module, example: Tensor, calibration: Iterable[Tens
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
+    prepared = prepare_pt2e(_traced(module, example, max_batch).module(), quantizer)
     seen = 0
     with torch.no_grad():
         for batch in calibration:
@@ -200,8 +202,20 @@ def quantize_pt2e(module: nn.Module, example: Tensor, calibration: Iterable[Tens
     return convert_pt2e(prepared), seen
 
 
-def lower_to_executorch(module: nn.Module, example: Tensor) -> tuple[bytes, int, dict[str, int]]:
-    """``module`` (fp32, or :func:`quantize_pt2e`'s) as an ExecuTorch program for XNNPACK.
+def _traced(module: nn.Module, example: Tensor, max_batch: int) -> Any:
+    """``torch.export`` of ``module`` on ``example`` ``[1, 3, H, W]``; with ``max_batch > 1`` a batch
+    dimension of 1 .. ``max_batch`` (traced on two images: export specialises a batch of 1)."""
+    if max_batch <= 1:
+        return torch.export.export(module, (example,))
+    from torch.export import Dim
+
+    return torch.export.export(module, (torch.cat([example, example]),),
+                               dynamic_shapes=({0: Dim("batch", min=1, max=max_batch)},))
+
+
+def lower_to_executorch(module: nn.Module, example: Tensor, max_batch: int = 1) -> tuple[bytes, int, dict[str, int]]:
+    """``module`` (fp32, or :func:`quantize_pt2e`'s) as an ExecuTorch program for XNNPACK, taking
+    batches of 1 .. ``max_batch`` images.
 
     Returns:
         The program's bytes, the number of operators delegated to XNNPACK, and those left to the
@@ -212,7 +226,7 @@ def lower_to_executorch(module: nn.Module, example: Tensor) -> tuple[bytes, int,
     from executorch.exir import to_edge_transform_and_lower
 
     with torch.no_grad():
-        exported = torch.export.export(module, (example,))
+        exported = _traced(module, example, max_batch)
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     delegation = get_delegation_info(edge.exported_program().graph_module)
     undelegated = {op: b.non_delegated for op, b in delegation.delegation_by_operator.items()
@@ -243,6 +257,7 @@ def export_program(
     *,
     calibration: Iterable[Tensor] | None = None,
     verify: bool = True,
+    max_batch: int = 1,
 ) -> ProgramResult:
     """The one ExecuTorch export: ``module`` (eval, CPU, ``[1, 3, H, W]`` in) lowered to XNNPACK, int8
     when ``calibration`` is given, written atomically to ``output`` with its sidecar.
@@ -254,22 +269,26 @@ def export_program(
         calibration: normalised ``[1, 3, H, W]`` batches (int8), else ``None`` (fp32).
         verify: run the written program once with ExecuTorch's runtime and compare it with ``module``
             (``max_abs_diff``; for int8, on the first calibration image).
+        max_batch: the program takes batches of 1 .. ``max_batch`` images (ExecuTorch needs an upper
+            bound), so the views of a sliced frame run in one call; the sidecar's input shape says it.
     """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     metadata = {**metadata, "int8": calibration is not None}
     calibrated, check_input = 0, example
     if calibration is not None:
         first: list[Tensor] = []
         batches = _remember_first(calibration, first)
-        lowered_module, calibrated = quantize_pt2e(module, example, batches)
+        lowered_module, calibrated = quantize_pt2e(module, example, batches, max_batch)
         check_input = first[0]
         metadata["quantization"] = {**QUANTIZATION, "calibration_images": calibrated}
     else:
         lowered_module = module
-    buffer, delegated, undelegated = lower_to_executorch(lowered_module, example)
+    buffer, delegated, undelegated = lower_to_executorch(lowered_module, example, max_batch)
     output = Path(output)
     with atomic_write(output) as tmp:
         tmp.write_bytes(buffer)
-    sidecar = write_sidecar(output, metadata, example.shape)
+    sidecar = write_sidecar(output, metadata, (max_batch, *example.shape[1:]))
     result = ProgramResult(output, sidecar, metadata, len(buffer), calibration is not None, delegated, undelegated,
                            calibrated)
     if verify:
@@ -325,8 +344,10 @@ def export_executorch(
     calibration_count: int | None = 100,
     progress: bool = False,
     verify: bool = True,
+    max_batch: int = 1,
 ) -> ExecuTorchExportResult:
-    """Write ``model`` as an ExecuTorch program (XNNPACK; raw outputs, batch 1) and its sidecar.
+    """Write ``model`` as an ExecuTorch program (XNNPACK; raw outputs, batches of 1 .. ``max_batch``)
+    and its sidecar.
 
     Args:
         model: the detector (any device; exported on the CPU in eval mode, the caller's copy untouched).
@@ -338,6 +359,7 @@ def export_executorch(
         calibration_count: calibrate on this many of them (``None``: all).
         progress: a ``tqdm`` bar over the calibration images.
         verify: compare the written program with PyTorch once (``max_abs_diff``).
+        max_batch: the largest batch the program takes (1: a fixed batch of one image).
     """
     if int8 and calibration_images is None:
         raise ValueError("int8 export needs calibration images")
@@ -355,7 +377,8 @@ def export_executorch(
         calibration = (torch.from_numpy(item[INPUT_NAME]) for item in iter(reader.get_next, None))
     example = torch.randn(1, 3, *model.image_size, generator=torch.Generator().manual_seed(0))
     metadata = {**info.to_metadata(), "anchors_cxcywh": anchors_cxcywh(info)}
-    program = export_program(model, example, output, metadata, calibration=calibration, verify=verify)
+    program = export_program(model, example, output, metadata, calibration=calibration, verify=verify,
+                             max_batch=max_batch)
     if int8:
         info = replace(info, int8=True, quantization=program.metadata["quantization"])
     return ExecuTorchExportResult(**vars(program), info=info, num_anchors=int(model.anchors.shape[0]))

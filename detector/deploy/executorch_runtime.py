@@ -10,8 +10,9 @@ and its sidecar ``model.pte.json`` the ONNX export's metadata (label map, input 
 recipe), read by :func:`detector.deploy.executorch_export.read_detector_sidecar`.
 
 :class:`ExecuTorchRunner` follows the runner contract of :mod:`detector.inference` (the same call as
-``TorchRunner`` and :class:`detector.deploy.onnx_runtime.OnnxRunner`): a batch of ``B`` images runs the
-batch-1 program ``B`` times, then the raw outputs are decoded as the ONNX runner decodes them, by the
+``TorchRunner`` and :class:`detector.deploy.onnx_runtime.OnnxRunner`): a batch of ``B`` images runs in
+chunks of the program's largest batch (one image, or up to 8 for ``tools/export.py --dynamic-batch``:
+the views of a sliced frame in one call), then the raw outputs are decoded as the ONNX runner decodes them, by the
 model's own post-processing and anchors rebuilt from the recipe
 (:meth:`~detector.deploy.metadata.OnnxModelInfo.post_processor`, ``.anchors``, ``.anchor_levels``), and
 boxes are mapped to original pixels by :func:`detector.modeling.boxes.scale_boxes_to_image` (inside the
@@ -80,11 +81,12 @@ class ExecuTorchRunner(ExportedRunner):
         if info.with_nms:
             raise ValueError("ExecuTorch programs return raw outputs; this metadata says the graph has NMS")
         meta = method.metadata
-        expected = (1, 3, *info.image_size)
-        shape = tuple(meta.input_tensor_meta(0).sizes())
-        if shape != expected or meta.num_outputs() != len(info.outputs):
+        expected = (3, *info.image_size)
+        shape = tuple(meta.input_tensor_meta(0).sizes())  # a dynamic batch reports its upper bound
+        if shape[1:] != expected or shape[0] < 1 or meta.num_outputs() != len(info.outputs):
             raise ValueError(f"the program takes {list(shape)} and returns {meta.num_outputs()} outputs; its metadata "
-                             f"says {list(expected)} and {list(info.outputs)}")
+                             f"says [B, {', '.join(map(str, expected))}] and {list(info.outputs)}")
+        self.max_batch = int(shape[0])
         super().__init__(info, score_threshold, max_detections)
         self.method = method
         self.post_processor = info.post_processor(self.score_threshold, self.max_detections)
@@ -96,8 +98,9 @@ class ExecuTorchRunner(ExportedRunner):
         if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, *self.info.image_size):
             raise ValueError(f"expected images [B, 3, {self.info.image_size[0]}, {self.info.image_size[1]}], "
                              f"got {list(batch.shape)}")
-        # The program takes one image: run it per image (the runtime copies its outputs out per call).
-        outputs = [self.method.execute([image.unsqueeze(0).contiguous()]) for image in batch]
+        # A program takes batches of up to max_batch images (1 unless exported with a dynamic batch):
+        # the views of a sliced frame run in one call when they fit.
+        outputs = [self.method.execute([chunk.contiguous()]) for chunk in batch.split(self.max_batch)]
         cls_logits, bbox_regression = (torch.cat(parts) for parts in zip(*outputs))
         return cls_logits, bbox_regression
 

@@ -118,7 +118,7 @@ def test_int8_flag_writes_model_int8_pte_beside_fp32(workdir, tmp_path, capsys, 
     assert text.splitlines()[-1].startswith("try: python tools/predict.py --checkpoint") and "python -c" not in text
 
 
-@pytest.mark.parametrize("flags", [["--with-nms"], ["--opset", "17"], ["--dynamic-batch"]])
+@pytest.mark.parametrize("flags", [["--with-nms"], ["--opset", "17"]])
 def test_onnx_only_flags_are_refused(workdir, tmp_path, capsys, flags):
     with pytest.raises(SystemExit) as exit_info:
         export(workdir, tmp_path / "m.pte", *flags)
@@ -141,3 +141,32 @@ def test_bad_calibration_folder_and_checkpoint_fail_before_lowering(workdir, tmp
     tool = load_tool("export")
     assert tool.main(["--checkpoint", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "m.pte")]) == 2
     assert "nope.ckpt" in capsys.readouterr().err
+
+
+def test_dynamic_batch_program_runs_a_sliced_frames_views_in_one_call(workdir, tmp_path):
+    """--dynamic-batch: the program takes 1 .. 8 images, so the five views of a wide frame run in one
+    call; the detections equal those of the same program run view by view."""
+    from detector import Predictor
+    from detector.slicing import Slicing
+
+    dynamic = tmp_path / "dynamic.pte"
+    assert export(workdir, dynamic, "--dynamic-batch") == 0
+    assert json.loads((tmp_path / "dynamic.pte.json").read_text())["input"]["shape"] == [8, 3, SIZE, SIZE]
+    runner = load_executorch_runner(dynamic)
+    assert runner.max_batch == 8
+    calls = []
+    execute = runner.method.execute
+    runner.method = type("Counted", (), {"execute": lambda self, inputs: calls.append(inputs[0].shape[0]) or execute(inputs),
+                                         "metadata": runner.method.metadata})()
+    frame, _ = render_image(np.random.default_rng(11), SyntheticConfig(image_size=SIZE, min_size=24, small_fraction=0.0))
+    wide = np.concatenate([frame, frame[:, ::-1], frame], axis=1)  # 128x384: the whole frame and 4 tiles
+    predictor = Predictor(runner, LABELS, slicing=Slicing())
+    batched = predictor.predict(wide)
+    assert calls == [5]  # every view in one call
+    runner.max_batch = 1
+    view_by_view = predictor.predict(wide)
+    assert calls == [5, 1, 1, 1, 1, 1]
+    assert len(batched["scores"]) == len(view_by_view["scores"]) > 0
+    np.testing.assert_allclose(batched["boxes"], view_by_view["boxes"], atol=1e-3)
+    np.testing.assert_allclose(batched["scores"], view_by_view["scores"], atol=1e-5)
+    assert batched["names"] == view_by_view["names"]
