@@ -3,8 +3,10 @@ ImageNet weight loading."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -144,22 +146,34 @@ def imagenet_weights_path(weights: MobileNet_V2_Weights | MobileNet_V3_Large_Wei
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
-def load_backbone_weights(backbone: MobileNetV2Backbone | MobileNetV3Backbone, source: str) -> list[str]:
+# Named sources of backbone weights besides "imagenet" and file paths: prefix -> loader returning the
+# state dict and how it was trained ({"padding": "tf_same" | "symmetric"}). detector.zoo registers "zoo:"
+# when imported (``import detector`` does), so this layer imports nothing above it.
+WEIGHT_SOURCES: dict[str, Callable[[str], tuple[dict[str, Tensor], dict[str, Any]]]] = {}
+
+
+def load_backbone_weights(backbone: MobileNetV2Backbone | MobileNetV3Backbone, source: str,
+                          padding: str | None = None) -> list[str]:
     """Load ``source`` into ``backbone``: ``"imagenet"`` (torchvision's ``MobileNet_V2_Weights`` or
     ``MobileNet_V3_Large_Weights``, full tail only), ``"zoo:NAME"``, or
     a path to a state dict (torchvision's layout, a detector or a classifier checkpoint).
 
     ``"zoo:NAME"`` takes the trunk of a zoo classifier or the backbone of a zoo detector
-    (:mod:`detector.zoo`: fetched once, checksum checked, converted).
+    (:mod:`detector.zoo`: fetched once, checksum checked, converted; a :data:`WEIGHT_SOURCES` entry),
+    refused when ``padding`` (the model's: ``"symmetric"`` or ``"tf_same"``) is not the one it was
+    trained with.
 
     Returns:
         The names of the loaded tensors.
     """
-    if source.startswith("zoo:"):
-        from detector.zoo import is_zoo_classifier, zoo_checkpoint, zoo_classifier_checkpoint
-
-        checkpoint = zoo_classifier_checkpoint(source) if is_zoo_classifier(source) else zoo_checkpoint(source)
-        state = checkpoint["state_dict"]
+    loader = next((load for prefix, load in WEIGHT_SOURCES.items() if source.startswith(prefix)), None)
+    if loader is not None:
+        state, trained = loader(source)
+        wanted = trained.get("padding")
+        if padding is not None and wanted is not None and wanted != padding:
+            raise ValueError(f"pretrained_backbone {source} was trained with {wanted!r} padding and this model pads "
+                             f"{padding!r}: use a preset that pads {wanted!r} (the detector's ssdlite_mobilenet_v2_tf, "
+                             f"the classifier's mobilenet_v2_tf) or --model.padding {wanted}")
     elif source == "imagenet":
         if backbone.width_mult != 1.0:
             raise ValueError(

@@ -296,24 +296,6 @@ def build_post_processor(config: dict[str, Any]) -> PostProcessor:
     )
 
 
-def _check_backbone_padding(source: str, padding: str) -> None:
-    """A zoo backbone computes what it was trained to only with its own padding: refuse another."""
-    if not source.startswith("zoo:"):
-        return
-    from detector.zoo import get_zoo_model, is_zoo_classifier, zoo_classifiers
-
-    if is_zoo_classifier(source):
-        from detector.pretrain.model import CLASSIFIER_PRESETS
-
-        config = zoo_classifiers()[source[len("zoo:"):]].config
-        wanted = config.get("padding") or CLASSIFIER_PRESETS[config["preset"]]["padding"]
-    else:
-        wanted = (get_zoo_model(source).config or {}).get("padding", padding)
-    if wanted != padding:
-        raise ValueError(f"pretrained_backbone {source} was trained with {wanted!r} padding, this model pads "
-                         f"{padding!r}: give --model.preset ssdlite_mobilenet_v2_tf (or --model.padding {wanted})")
-
-
 def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **overrides: Any) -> SSDLite:
     """Build an SSDLite-MobileNetV2 detector.
 
@@ -340,8 +322,7 @@ def build_model(preset: str | dict[str, Any] = "ssdlite_mobilenetv2", **override
                               reduced_tail=config["reduced_tail"], taps=config["backbone_taps"],
                               stride8=config["stride8_level"])
     if config["pretrained_backbone"] not in (None, "", "none"):
-        _check_backbone_padding(str(config["pretrained_backbone"]), config["padding"])
-        load_backbone_weights(backbone, str(config["pretrained_backbone"]))
+        load_backbone_weights(backbone, str(config["pretrained_backbone"]), padding=config["padding"])
     with torch.no_grad():
         backbone_channels = [f.shape[1] for f in backbone.eval()(torch.zeros(1, 3, 64, 64))]
     backbone.train()

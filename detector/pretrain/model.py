@@ -121,13 +121,8 @@ class MobileNetV2Classifier(nn.Module):
         if source.startswith("zoo:"):
             from detector.zoo import zoo_classifier_checkpoint
 
-            checkpoint = zoo_classifier_checkpoint(source)
-            padding = checkpoint["classifier"]["config"]["padding"]
-            if padding != self.config["padding"]:
-                raise ValueError(f"{source} was trained with {padding!r} padding; build the classifier with "
-                                 f"preset={checkpoint['classifier']['config']['preset']!r} to start from it")
-            state = checkpoint["state_dict"]
-            load_backbone_weights(self.trunk, source)
+            load_backbone_weights(self.trunk, source, padding=self.config["padding"])  # refuses other padding
+            state = zoo_classifier_checkpoint(source)["state_dict"]
         elif source == "imagenet":
             load_backbone_weights(self.trunk, source)
             if self.num_classes != 1000:

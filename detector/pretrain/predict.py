@@ -54,7 +54,7 @@ def is_classifier_export(path: str | PathLike[str]) -> bool:
         return False
     try:
         return _export_metadata(path).get("task") == "classification"
-    except (ValueError, FileNotFoundError, OSError):
+    except Exception:  # not an export this project reads (protobuf's DecodeError for a text file named .onnx)
         return False
 
 

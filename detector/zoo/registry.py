@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from detector.labels import LabelMap
+from detector.modeling.backbone import WEIGHT_SOURCES
 
 ZOO_PREFIX = "zoo:"
 WEIGHTS = Path(__file__).resolve().parent / "weights"  # models trained by this project, shipped with it
@@ -259,13 +260,25 @@ def zoo_classifier_checkpoint(name: str, progress: bool = True) -> dict[str, Any
         state, preprocessing = model.read(path)
     except ValueError as error:
         raise ValueError(f"zoo model {model.name!r}: {path}: {error}") from error
-    from detector.pretrain.model import MobileNetV2Classifier
-
-    config = dict(MobileNetV2Classifier(**model.config).config)
     return {
         "state_dict": {"model." + k: v for k, v in state.items()},
-        "classifier": {"config": config, "class_names": imagenet_class_names(), **preprocessing, "zoo": model.name},
+        "classifier": {"config": dict(model.config), "class_names": imagenet_class_names(), **preprocessing,
+                       "zoo": model.name},
     }
+
+
+def backbone_weights(source: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``zoo:NAME`` as backbone weights (:data:`detector.modeling.backbone.WEIGHT_SOURCES`): a zoo
+    classifier's or detector's state dict, and the padding it was trained with."""
+    if is_zoo_classifier(source):
+        checkpoint = zoo_classifier_checkpoint(source)
+        return checkpoint["state_dict"], {"padding": checkpoint["classifier"]["config"]["padding"]}
+    checkpoint = zoo_checkpoint(source)
+    config = (checkpoint.get("detector") or {}).get("config") or {}
+    return checkpoint["state_dict"], {"padding": config.get("padding", "symmetric")}
+
+
+WEIGHT_SOURCES[ZOO_PREFIX] = backbone_weights
 
 
 def zoo_models() -> dict[str, ZooModel]:

@@ -27,10 +27,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detector.modeling.backbone import BN_EPS, BN_MOMENTUM, MobileNetV2Backbone
+from detector.modeling.padding import use_tf_same_padding
+
 __all__ = ["CONFIG", "TFLiteOperator", "TFLiteTensor", "input_normalization", "read_operators", "read_state_dict"]
 
-# The classifier preset of TF's MobileNetV2 (detector.pretrain.model.CLASSIFIER_PRESETS["mobilenet_v2_tf"]).
-CONFIG: dict[str, Any] = {"preset": "mobilenet_v2_tf", "num_classes": 1001, "width_mult": 1.0}
+# The converted classifier's config: detector.pretrain.model.MobileNetV2Classifier(**CONFIG) is TF's
+# MobileNetV2 (its preset "mobilenet_v2_tf": TF's SAME padding), with 1001 outputs.
+CONFIG: dict[str, Any] = {"num_classes": 1001, "width_mult": 1.0, "dropout": 0.2, "bn_momentum": BN_MOMENTUM,
+                          "preset": "mobilenet_v2_tf", "padding": "tf_same", "pretrained": "none"}
 
 _TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 9: np.int8, 4: np.int64}  # tflite.TensorType
 _PADDING = {0: "SAME", 1: "VALID"}  # tflite.Padding
@@ -243,14 +248,22 @@ def convert(operators: list[TFLiteOperator], model: nn.Module) -> dict[str, Tens
     return state
 
 
+def _network() -> nn.Module:
+    """The layout of ``MobileNetV2Classifier(**CONFIG)`` (``trunk.features.*``, ``classifier.1.*``), built
+    from the detector's own layers: the zoo sits below :mod:`detector.pretrain` and does not import it.
+    ``tests/zoo/test_tflite_mobilenet_v2.py`` loads the result into the real classifier, strictly."""
+    network = nn.Module()
+    network.trunk = use_tf_same_padding(MobileNetV2Backbone(width_mult=1.0, bn_eps=BN_EPS, bn_momentum=BN_MOMENTUM))
+    network.classifier = nn.Sequential(nn.Dropout(p=CONFIG["dropout"]), nn.Linear(1280, CONFIG["num_classes"]))
+    return network
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """A TFLite MobileNetV2 1.0 ImageNet classifier file -> (``MobileNetV2Classifier`` state dict,
-    ``{"mean", "std"}`` of its input). The state dict loads with ``strict=True`` into
+    ``{"mean", "std", "image_size"}`` of its input). The state dict loads with ``strict=True`` into
     ``MobileNetV2Classifier(**CONFIG)``; ``ValueError`` when the file is not such a network."""
-    from detector.pretrain.model import MobileNetV2Classifier
-
     operators, input_tensor = read_operators(Path(path).read_bytes())
-    model = MobileNetV2Classifier(**CONFIG)
+    model = _network()
     state = convert(operators, model)
     model.load_state_dict(state, strict=True)  # every tensor of the network placed, none left over
     mean, std = input_normalization(input_tensor)
