@@ -56,17 +56,21 @@ def export(workdir: Path, output: Path, *flags: str) -> int:
 
 
 def test_pte_with_sidecar_and_summary(workdir, tmp_path, capsys):
-    """A real fp32 export through the tool: the program, its sidecar, what it prints, PyTorch's outputs."""
+    """A real fp32 export through the tool, with ``--dynamic-batch``: the program, its sidecar, what it
+    prints, PyTorch's outputs; and a sliced frame's views in one call, with the detections the same
+    program gives view by view. (The batch-1 program is exported for real in tests/deploy/test_executorch.py;
+    one lowering here keeps the suite short.)"""
     out = tmp_path / "deploy" / "model.pte"
-    assert export(workdir, out) == 0
+    assert export(workdir, out, "--dynamic-batch") == 0
     sidecar = tmp_path / "deploy" / "model.pte.json"
     assert sorted(out.parent.iterdir()) == [out, sidecar]
     text = capsys.readouterr().out
     assert str(out) in text and str(sidecar) in text
-    assert "float32[1, 3, 128, 128]" in text and "2 classes (car, sign)" in text and "operators in XNNPACK" in text
+    assert "float32[B<=8, 3, 128, 128]" in text and "2 classes (car, sign)" in text and "operators in XNNPACK" in text
     document = json.loads(sidecar.read_text())
     assert document["runtime"] == "executorch" and document["int8"] is False
     assert document["label_map"] == LABELS.to_dict()
+    assert document["input"]["shape"] == [8, 3, SIZE, SIZE]
 
     from detector.checkpoint import load_checkpoint
 
@@ -76,10 +80,29 @@ def test_pte_with_sidecar_and_summary(workdir, tmp_path, capsys):
     with torch.no_grad():
         expected = model(x)
     runner = load_executorch_runner(out)
-    assert runner.info.label_map == LABELS
+    assert runner.info.label_map == LABELS and runner.max_batch == 8
     for a, b in zip(runner.run(x), expected):
         assert a.shape == b.shape and float((a - b).abs().max()) < 1e-4 * float(b.abs().max())
     assert len(runner(x, [(300, 400)])) == 1
+
+    from detector import Predictor
+    from detector.slicing import Slicing
+
+    calls = []
+    execute = runner.method.execute
+    runner.method = type("Counted", (), {"execute": lambda self, inputs: calls.append(inputs[0].shape[0]) or execute(inputs),
+                                         "metadata": runner.method.metadata})()
+    wide = np.concatenate([image, image[:, ::-1], image], axis=1)  # 128x384: the whole frame and 4 tiles
+    predictor = Predictor(runner, LABELS, slicing=Slicing())
+    batched = predictor.predict(wide)
+    assert calls == [5]  # every view in one call
+    runner.max_batch = 1
+    view_by_view = predictor.predict(wide)
+    assert calls == [5, 1, 1, 1, 1, 1]
+    assert len(batched["scores"]) == len(view_by_view["scores"]) > 0
+    np.testing.assert_allclose(batched["boxes"], view_by_view["boxes"], atol=1e-3)
+    np.testing.assert_allclose(batched["scores"], view_by_view["scores"], atol=1e-5)
+    assert batched["names"] == view_by_view["names"]
 
 
 def test_int8_flag_writes_model_int8_pte_beside_fp32(workdir, tmp_path, capsys, monkeypatch):
@@ -141,32 +164,3 @@ def test_bad_calibration_folder_and_checkpoint_fail_before_lowering(workdir, tmp
     tool = load_tool("export")
     assert tool.main(["--checkpoint", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "m.pte")]) == 2
     assert "nope.ckpt" in capsys.readouterr().err
-
-
-def test_dynamic_batch_program_runs_a_sliced_frames_views_in_one_call(workdir, tmp_path):
-    """--dynamic-batch: the program takes 1 .. 8 images, so the five views of a wide frame run in one
-    call; the detections equal those of the same program run view by view."""
-    from detector import Predictor
-    from detector.slicing import Slicing
-
-    dynamic = tmp_path / "dynamic.pte"
-    assert export(workdir, dynamic, "--dynamic-batch") == 0
-    assert json.loads((tmp_path / "dynamic.pte.json").read_text())["input"]["shape"] == [8, 3, SIZE, SIZE]
-    runner = load_executorch_runner(dynamic)
-    assert runner.max_batch == 8
-    calls = []
-    execute = runner.method.execute
-    runner.method = type("Counted", (), {"execute": lambda self, inputs: calls.append(inputs[0].shape[0]) or execute(inputs),
-                                         "metadata": runner.method.metadata})()
-    frame, _ = render_image(np.random.default_rng(11), SyntheticConfig(image_size=SIZE, min_size=24, small_fraction=0.0))
-    wide = np.concatenate([frame, frame[:, ::-1], frame], axis=1)  # 128x384: the whole frame and 4 tiles
-    predictor = Predictor(runner, LABELS, slicing=Slicing())
-    batched = predictor.predict(wide)
-    assert calls == [5]  # every view in one call
-    runner.max_batch = 1
-    view_by_view = predictor.predict(wide)
-    assert calls == [5, 1, 1, 1, 1, 1]
-    assert len(batched["scores"]) == len(view_by_view["scores"]) > 0
-    np.testing.assert_allclose(batched["boxes"], view_by_view["boxes"], atol=1e-3)
-    np.testing.assert_allclose(batched["scores"], view_by_view["scores"], atol=1e-5)
-    assert batched["names"] == view_by_view["names"]
