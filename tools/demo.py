@@ -14,6 +14,7 @@ figures in the README are for the defaults.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shlex
 import subprocess
@@ -70,11 +71,7 @@ def coco_dashcam(run_dir: Path) -> list[Path]:
 def fast_backend() -> str:
     """OpenVINO where it is installed (the dev install has it: the fastest int8 runtime measured here),
     else ONNX Runtime."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return "onnx"
-    return "openvino"
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnx"
 
 
 def driving_int8_export(run_dir: Path) -> Path | None:

@@ -127,10 +127,7 @@ class TrainingModule(pl.LightningModule):
                 seen[0] += int(batch[0].shape[0])
                 yield self.prepare_images(batch[0].to(self.device))
 
-        reduce = None
-        if self.trainer.world_size > 1:
-            def reduce(t: Tensor) -> Tensor:
-                return self.trainer.strategy.reduce(t, reduce_op="sum")
+        reduce = self._sum_over_processes if self.trainer.world_size > 1 else None
         changed = unfold_batchnorm(self.model, images(), reduce)
         if self.ema_model is not None:  # the average starts from the same weights
             self.ema_model.module.load_state_dict(self.model.state_dict())
@@ -138,6 +135,9 @@ class TrainingModule(pl.LightningModule):
                        f"ImageNet backbone): statistics measured on {seen[0]} training images, the layers' "
                        "function kept (detector/training/batchnorm.py)")
         return changed
+
+    def _sum_over_processes(self, tensor: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def prepare_images(self, images: Tensor) -> Tensor:
         """The layout the model takes its images in (subclasses may change it)."""
