@@ -44,7 +44,7 @@ from detector.data.io import load_image
 from detector.pretrain.model import MobileNetV2Classifier
 from detector.pretrain.transforms import CROP_FRACTION
 from detector.zoo import fetch, zoo_classifiers
-from detector.zoo.tflite_mobilenet_v2 import CONFIG, TFLiteOperator, read_operators, read_state_dict
+from detector.zoo.tflite_mobilenet_v2 import CONFIG, TFLiteOperator, conv_targets, read_operators, read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -92,12 +92,11 @@ def _quantizer(tensor: Any) -> tuple[float, int, int, int]:
 def integer_activations(model: MobileNetV2Classifier, operators: list[TFLiteOperator]) -> Iterator[None]:
     """Round every activation TFLite stores to the file's own scale and zero point, while inside."""
     modules = dict(model.trunk.features.named_modules())
+    # The module whose output TFLite stores: the ReLU6 after a conv's BatchNorm, else the BatchNorm.
     places: list[nn.Module] = []
-    for name, module in model.trunk.features.named_modules():
-        if isinstance(module, nn.Conv2d):
-            parent, index = name.rsplit(".", 1)
-            after = modules.get(f"{parent}.{int(index) + 2}")
-            places.append(after if isinstance(after, nn.ReLU6) else modules[f"{parent}.{int(index) + 1}"])
+    for name, _, norm_name, relu6 in conv_targets(model.trunk.features):
+        parent, index = name.rsplit(".", 1)
+        places.append(modules[f"{parent}.{int(index) + 2}"] if relu6 else modules[norm_name])
     convs = [op for op in operators if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     pairs = list(zip(places, convs[:-1]))
     residual_blocks = [block for block in model.trunk.features if getattr(block, "use_res_connect", False)]

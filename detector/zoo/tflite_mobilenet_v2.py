@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from detector.modeling.backbone import BN_EPS, BN_MOMENTUM, MobileNetV2Backbone
 from detector.modeling.padding import use_tf_same_padding
 
-__all__ = ["CONFIG", "TFLiteOperator", "TFLiteTensor", "input_normalization", "read_operators", "read_state_dict"]
+__all__ = ["CONFIG", "TFLiteOperator", "TFLiteTensor", "conv_targets", "input_normalization", "read_operators",
+           "read_state_dict"]
 
 # The converted classifier's config: detector.pretrain.model.MobileNetV2Classifier(**CONFIG) is TF's
 # MobileNetV2 (its preset "mobilenet_v2_tf": TF's SAME padding), with 1001 outputs.
@@ -149,7 +150,7 @@ def input_normalization(input_tensor: TFLiteTensor) -> tuple[list[float], list[f
     return [zero_point / 255.0] * 3, [1.0 / (255.0 * scale)] * 3
 
 
-def _conv_targets(model: nn.Module) -> list[tuple[str, nn.Conv2d, str, bool]]:
+def conv_targets(model: nn.Module) -> list[tuple[str, nn.Conv2d, str, bool]]:
     """Each conv of the classifier's trunk in execution order: its name, module, the name of the
     BatchNorm after it, and whether a ReLU6 follows that BatchNorm (torchvision's ``Sequential``s
     put them at the next two indices)."""
@@ -211,7 +212,7 @@ def convert(operators: list[TFLiteOperator], model: nn.Module) -> dict[str, Tens
     """``model``'s state dict (a ``MobileNetV2Classifier`` of preset ``mobilenet_v2_tf``) from a
     MobileNetV2's operators. Raises ``ValueError`` naming the operator that does not fit."""
     convs = [op for op in operators if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    targets = _conv_targets(model.trunk.features)
+    targets = conv_targets(model.trunk.features)
     head = model.classifier[1]
     if len(convs) != len(targets) + 1:
         raise ValueError(f"{len(convs)} convolutions in the file; a MobileNetV2 classifier has {len(targets) + 1}")
