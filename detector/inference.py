@@ -51,7 +51,7 @@ from detector.deploy.onnx_runtime import OnnxRunner, open_session
 from detector.deploy.preprocess import ImageInput, ImagePreprocessor, to_rgb_array
 from detector.labels import LabelMap
 from detector.modeling.ssdlite import SSDLite
-from detector.slicing import Slicing, clip_detections, letterbox, merge_views
+from detector.slicing import MODEL_VIEW, FrameView, Slicing, clip_detections, letterbox, merge_views
 
 __all__ = ["BACKENDS", "EXPORT_RUNTIMES", "ImageInput", "Predictor", "Runner", "TorchRunner", "fuse_conv_bn",
            "is_executorch_file", "is_onnx_file", "load_runner", "to_rgb_array"]
@@ -154,6 +154,7 @@ class TorchRunner:
         self.image_size = tuple(model.image_size)
         self.mean, self.std = tuple(model.mean), tuple(model.std)
         self.resize = str(model.config.get("resize", "opencv"))
+        self.view = model.config.get("view")  # how the model wants frames seen (detector.slicing.FrameView)
 
     @property
     def device(self) -> torch.device:
@@ -250,8 +251,11 @@ class Predictor:
         classes: keep only these class names (``None``: all); unknown names raise ``ValueError``.
         max_detections: at most this many per image, best first (``None``: the runner's cap).
         slicing: also run on overlapping tiles of each image and merge by NMS
-            (:class:`detector.slicing.Slicing`; ``None``: the whole image only).
-        letterbox: pad each image (or tile) to the input's aspect ratio instead of stretching it.
+            (:class:`detector.slicing.Slicing`; ``None``: the whole image only). Default
+            (``"model"``): the view the model records for each image's shape (its config's ``view``,
+            :class:`detector.slicing.FrameView`; whole images for a model that records none).
+        letterbox: pad each image (or tile) to the input's aspect ratio instead of stretching it
+            (``None``: as the model records).
     """
 
     def __init__(
@@ -262,12 +266,12 @@ class Predictor:
         score_threshold: float = 0.0,
         classes: Iterable[str] | None = None,
         max_detections: int | None = None,
-        slicing: Slicing | None = None,
-        letterbox: bool = False,
+        slicing: Slicing | None | str = MODEL_VIEW,
+        letterbox: bool | None = None,
     ) -> None:
         self.runner = runner
-        self.slicing = slicing
-        self.letterbox = bool(letterbox)
+        self.view = FrameView.from_config(getattr(runner, "view", None)).override(slicing, letterbox)
+        self.letterbox = self.view.letterbox
         self.label_map = label_map
         self.device = torch.device(runner.device)
         self._preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, self.device,
@@ -370,11 +374,18 @@ class Predictor:
         arrays = [to_rgb_array(im) for im in images]
         if not arrays:
             return []
-        if self.slicing is None:
+        slicings = [self.view.slicing_for(*array.shape[:2]) for array in arrays]
+        if all(slicing is None for slicing in slicings):  # one batch of whole images
             outputs = self._run_views(arrays)
         else:
-            outputs = [self._sliced(array) for array in arrays]
+            outputs = [self._run_views([array])[0] if slicing is None else self._sliced(array, slicing)
+                       for array, slicing in zip(arrays, slicings)]
         return [self._finish(out) for out in outputs]
+
+    @property
+    def slicing(self) -> Slicing | None:
+        """The slicing of the model's view (applied to images at least ``view.slice_min_aspect`` wide)."""
+        return self.view.slicing
 
     def _run_views(self, views: Sequence[np.ndarray]) -> list[Mapping[str, Any]]:
         """The runner on whole views (images or tiles), boxes in each view's pixels."""
@@ -388,15 +399,14 @@ class Predictor:
             raise RuntimeError(f"the runner returned {len(outputs)} results for {len(views)} images")
         return outputs
 
-    def _sliced(self, image: np.ndarray) -> dict[str, Any]:
+    def _sliced(self, image: np.ndarray, slicing: Slicing) -> dict[str, Any]:
         """One image's detections from its whole frame and its tiles, merged."""
-        assert self.slicing is not None
-        windows = self.slicing.windows(image.shape[0], image.shape[1], self.image_size)
+        windows = slicing.windows(image.shape[0], image.shape[1], self.image_size)
         views = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
         outputs = self._run_views(views)
         # The merged frame keeps as many as one view may (the runner's cap), or the user's.
         cap = self.max_detections if self.max_detections is not None else getattr(self.runner, "max_detections", None)
-        return merge_views(outputs, windows, image.shape[:2], self.slicing.merge_iou, cap)
+        return merge_views(outputs, windows, image.shape[:2], slicing.merge_iou, cap)
 
     def _finish(self, out: Mapping[str, Any]) -> dict[str, Any]:
         """Runner output (original pixels) -> the public result, filtered, with ids and names."""

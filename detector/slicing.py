@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-__all__ = ["PLACEMENTS", "Slicing", "add_view_arguments", "clip_detections", "letterbox", "merge_views", "tile_starts", "view_options"]
+__all__ = ["MODEL_VIEW", "PLACEMENTS", "FrameView", "Slicing", "add_view_arguments", "clip_detections", "letterbox", "merge_views", "tile_starts", "view_options"]
 
 
 PLACEMENTS: tuple[str, ...] = ("even", "sahi")
@@ -106,6 +106,86 @@ class Slicing:
         return ([full] if self.full_frame or not tiles else []) + tiles
 
 
+MODEL_VIEW = "model"  # Predictor(slicing=...)'s default: the view the model records (FrameView)
+
+
+@dataclass(frozen=True)
+class FrameView:
+    """How a model wants to see a frame of a given shape; recorded in its config as ``view`` (so in its
+    checkpoint and its ONNX / ExecuTorch metadata) and used by :class:`detector.inference.Predictor`
+    and the tools unless their options say otherwise.
+
+    Args:
+        slicing: the tiles of a frame wide enough (``None``: never sliced).
+        slice_min_aspect: frames whose width / height is at least this are sliced; narrower ones are
+            seen whole (a 1242x375 KITTI frame is 3.3, a 1280x720 one 1.8). 0: every frame.
+        letterbox: pad frames (and tiles) to the input's aspect ratio instead of stretching them.
+    """
+
+    slicing: Slicing | None = None
+    slice_min_aspect: float = 0.0
+    letterbox: bool = False
+
+    def slicing_for(self, height: int, width: int) -> Slicing | None:
+        """The slicing of a ``height x width`` frame, or ``None`` to see it whole."""
+        if self.slicing is None or width < self.slice_min_aspect * height:
+            return None
+        return self.slicing
+
+    def to_config(self) -> dict[str, object]:
+        """Plain types, for a model's ``config["view"]`` (checkpoints load with ``weights_only=True``)."""
+        slicing = None
+        if self.slicing is not None:
+            s = self.slicing
+            slicing = {"tile": list(s.tile) if s.tile else None, "overlap": s.overlap, "full_frame": s.full_frame,
+                       "merge_iou": s.merge_iou, "placement": s.placement}
+        return {"slicing": slicing, "slice_min_aspect": self.slice_min_aspect, "letterbox": self.letterbox}
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, object] | None) -> FrameView:
+        """The inverse of :meth:`to_config`; ``None`` (a model that records no view): whole frames,
+        stretched. ``ValueError`` on an entry this version cannot read."""
+        if not entry:
+            return cls()
+        try:
+            slicing = entry.get("slicing")
+            if slicing is not None:
+                tile = slicing.get("tile")  # type: ignore[union-attr]
+                slicing = Slicing(tile=(int(tile[0]), int(tile[1])) if tile else None,
+                                  **{k: slicing[k] for k in ("overlap", "full_frame", "merge_iou", "placement")  # type: ignore[index]
+                                     if k in slicing})  # type: ignore[operator]
+            return cls(slicing=slicing, slice_min_aspect=float(entry.get("slice_min_aspect", 0.0)),  # type: ignore[arg-type]
+                       letterbox=bool(entry.get("letterbox", False)))
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"unreadable view entry {dict(entry)!r} in the model's config: {err}") from err
+
+    def override(self, slicing: Slicing | None | str = MODEL_VIEW, letterbox: bool | None = None) -> FrameView:
+        """This view with a caller's choices: ``slicing`` a :class:`Slicing` (every frame sliced so) or
+        ``None`` (whole frames), :data:`MODEL_VIEW` keeps this one's; ``letterbox`` likewise (``None``:
+        keep)."""
+        view = self
+        if not isinstance(slicing, str):
+            view = FrameView(slicing=slicing, slice_min_aspect=0.0, letterbox=view.letterbox)
+        elif slicing != MODEL_VIEW:
+            raise ValueError(f"slicing must be a Slicing, None or {MODEL_VIEW!r}, got {slicing!r}")
+        if letterbox is not None:
+            view = FrameView(view.slicing, view.slice_min_aspect, bool(letterbox))
+        return view
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        parts = []
+        if self.slicing is not None:
+            tile = "x".join(map(str, self.slicing.tile)) if self.slicing.tile else "frame-high"
+            when = f" frames of width/height >= {self.slice_min_aspect:g}" if self.slice_min_aspect > 0 else " every frame"
+            parts.append(f"sliced ({tile} tiles, overlap {self.slicing.overlap:g}, {self.slicing.placement}) for{when}")
+        else:
+            parts.append("whole frame")
+        if self.letterbox:
+            parts.append("letterboxed")
+        return ", ".join(parts)
+
+
 def letterbox(image: np.ndarray, input_size: tuple[int, int], mean: Sequence[float]) -> np.ndarray:
     """``image`` (``HxWx3`` uint8) padded at the bottom or right to ``input_size``'s aspect ratio with
     the colour ``mean`` (0..1), so it resizes to the input without distortion. Frame pixels keep their
@@ -160,6 +240,9 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slice", action="store_true",
                        help="also run on overlapping tiles of each image and merge by NMS (SAHI); tiles as tall "
                             "as the image with the network's aspect ratio unless --slice-size")
+    group.add_argument("--no-slice", action="store_true",
+                       help="see each image whole, stretched to the input, whatever view the model records "
+                            "(its sliced or letterboxed default)")
     group.add_argument("--slice-size", help="tile size in image pixels, S or HxW (implies --slice)")
     group.add_argument("--slice-overlap", type=float, help="overlap of neighbouring tiles (default: 0.2; with --slice)")
     group.add_argument("--slice-no-full-frame", action="store_true", help="tiles only, not the whole image too")
@@ -171,11 +254,19 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def view_options(args: argparse.Namespace) -> dict[str, object]:
-    """:class:`detector.inference.Predictor` keywords from :func:`add_view_arguments`' flags.
+    """:class:`detector.inference.Predictor` keywords from :func:`add_view_arguments`' flags: only those
+    the flags set, so the model's recorded view (:class:`FrameView`) holds for the rest.
 
     Raises:
-        ValueError: a tile option without ``--slice`` / ``--slice-size`` (it would do nothing)."""
-    slicing = None
+        ValueError: a tile option without ``--slice`` / ``--slice-size`` (it would do nothing), or
+            ``--no-slice`` with a slicing or letterbox flag."""
+    if getattr(args, "no_slice", False):
+        given = [flag for flag, value in (("--slice", args.slice), ("--slice-size", args.slice_size),
+                                          ("--letterbox", args.letterbox)) if value]
+        if given:
+            raise ValueError(f"--no-slice sees images whole: drop {' and '.join(given)}")
+        return {"slicing": None, "letterbox": False}
+    options: dict[str, object] = {"letterbox": True} if args.letterbox else {}
     if args.slice or args.slice_size:
         overlap = 0.2 if args.slice_overlap is None else args.slice_overlap
         slicing = Slicing(tile=_size(args.slice_size) if args.slice_size else None, overlap=overlap,
@@ -186,4 +277,5 @@ def view_options(args: argparse.Namespace) -> dict[str, object]:
                                           ("--slice-placement", args.slice_placement is not None)) if value]
         if given:
             raise ValueError(f"{' and '.join(given)} apply to sliced inference: add --slice (or --slice-size)")
-    return {"slicing": slicing, "letterbox": args.letterbox}
+        return options
+    return {**options, "slicing": slicing}

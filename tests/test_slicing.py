@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from detector import LabelMap, Predictor
-from detector.slicing import Slicing, add_view_arguments, letterbox, merge_views, tile_starts, view_options
+from detector.slicing import FrameView, Slicing, add_view_arguments, letterbox, merge_views, tile_starts, view_options
 
 
 def test_tile_starts_by_hand():
@@ -107,7 +107,11 @@ def test_predictor_letterbox_feeds_padding_as_zero_and_clips_to_the_image():
 def test_the_tools_flags():
     parser = argparse.ArgumentParser()
     add_view_arguments(parser)
-    assert view_options(parser.parse_args([])) == {"slicing": None, "letterbox": False}
+    assert view_options(parser.parse_args([])) == {}  # nothing set: the model's own view holds
+    assert view_options(parser.parse_args(["--no-slice"])) == {"slicing": None, "letterbox": False}
+    with pytest.raises(ValueError, match="--no-slice"):
+        view_options(parser.parse_args(["--no-slice", "--slice"]))
+    assert view_options(parser.parse_args(["--letterbox"])) == {"letterbox": True}
     options = view_options(parser.parse_args(["--slice-size", "300x500", "--slice-overlap", "0.1", "--letterbox"]))
     assert options == {"slicing": Slicing(tile=(300, 500), overlap=0.1), "letterbox": True}
     assert view_options(parser.parse_args(["--slice", "--slice-no-full-frame"]))["slicing"] == Slicing(full_frame=False)
@@ -116,3 +120,36 @@ def test_the_tools_flags():
         view_options(parser.parse_args(["--slice-placement", "even"]))
     with pytest.raises(ValueError, match="slice-size"):
         view_options(parser.parse_args(["--slice-size", "big"]))
+
+
+class RecordedViewRunner(ViewRunner):
+    """A runner whose model records a view (its config's ``view``): slice frames at least 2:1."""
+
+    view = FrameView(slicing=Slicing(overlap=0.5), slice_min_aspect=2.0).to_config()
+
+
+def test_the_models_recorded_view_is_the_default_and_the_callers_options_override_it():
+    wide, narrow = np.zeros((100, 300, 3), np.uint8), np.zeros((100, 150, 3), np.uint8)
+    runner = RecordedViewRunner()
+    det = Predictor(runner, LABELS).predict_batch([wide, narrow])
+    assert len(det[0]["boxes"]) == 6 and det[1]["boxes"].tolist() == [[0, 0, 150, 100]]  # 3:1 sliced, 1.5:1 whole
+    assert [x.shape[0] for x in runner.inputs] == [6, 1]
+    # The same views as the explicit options give for the wide frame.
+    explicit = Predictor(ViewRunner(), LABELS, slicing=Slicing(overlap=0.5)).predict(wide)
+    assert det[0]["boxes"].tolist() == explicit["boxes"].tolist()
+    # slicing=None (the tools' --no-slice) sees every frame whole; a Slicing applies to every frame.
+    assert Predictor(RecordedViewRunner(), LABELS, slicing=None).predict(wide)["boxes"].tolist() == [[0, 0, 300, 100]]
+    runner = RecordedViewRunner()
+    Predictor(runner, LABELS, slicing=Slicing(overlap=0.5)).predict(narrow)
+    assert runner.inputs[0].shape[0] == 3  # the frame and tiles at x = 0, 50
+    assert Predictor(ViewRunner(), LABELS).view == FrameView()  # a model that records none: whole frames
+
+
+def test_frame_view_round_trips_through_a_config():
+    view = FrameView(slicing=Slicing(tile=(300, 500), overlap=0.1, placement="even"), slice_min_aspect=2.5,
+                     letterbox=True)
+    assert FrameView.from_config(view.to_config()) == view
+    assert FrameView.from_config(None) == FrameView() and FrameView.from_config(FrameView().to_config()) == FrameView()
+    assert view.slicing_for(375, 1242) == view.slicing and view.slicing_for(720, 1280) is None
+    with pytest.raises(ValueError, match="view entry"):
+        FrameView.from_config({"slicing": {"overlap": 2.0}})

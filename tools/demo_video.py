@@ -23,7 +23,7 @@ from pathlib import Path
 
 from detector.checkpoint import resolve_device
 from detector.inference import BACKENDS, Predictor
-from detector.slicing import add_view_arguments, view_options
+from detector.slicing import FrameView, add_view_arguments, view_options
 from detector.video.io import VideoReadError
 from detector.video.pipeline import DetectFn, run_video
 from detector.video.tracking import Tracker
@@ -62,25 +62,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_detect_fn(checkpoint: Path, backend: str, device: str, **options: object) -> DetectFn:
-    """``frame -> {"boxes", "scores", "labels", "names"}`` from :class:`detector.inference.Predictor`
-    (``options``: its slicing and letterbox)."""
+def load_predictor(checkpoint: Path, backend: str, device: str, **options: object) -> Predictor:
+    """:class:`detector.inference.Predictor` of a model file (``options``: its slicing and letterbox;
+    unset, the view the model records); a clear exit on a file it cannot load."""
     try:
-        predictor = Predictor.load(checkpoint, backend, device=resolve_device(device) if backend == "torch" else "cpu",
-                                   **options)
+        return Predictor.load(checkpoint, backend, device=resolve_device(device) if backend == "torch" else "cpu",
+                              **options)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         # e.g. a checkpoint that needs code to unpickle (refused), or an ONNX file without our metadata
         raise SystemExit(f"error: {err}") from err
-    return predictor.predict
 
 
-def view_record(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
-    """What ran and how it saw each frame, for the summary (whole frame, or tiles: ``--slice``)."""
-    slicing = options["slicing"]
-    return {"checkpoint": str(args.checkpoint), "backend": args.backend, "letterbox": bool(options["letterbox"]),
+def build_detect_fn(checkpoint: Path, backend: str, device: str, **options: object) -> DetectFn:
+    """``frame -> {"boxes", "scores", "labels", "names"}`` (:func:`load_predictor`'s ``predict``)."""
+    return load_predictor(checkpoint, backend, device, **options).predict
+
+
+def view_record(args: argparse.Namespace, view: FrameView) -> dict[str, Any]:
+    """What ran and how it saw each frame, for the summary (whole frame, or tiles: ``--slice`` or the
+    model's own view; ``slice_min_aspect``: frames at least that wide are sliced)."""
+    slicing = view.slicing
+    return {"checkpoint": str(args.checkpoint), "backend": args.backend, "letterbox": view.letterbox,
             "slice": slicing is not None,
             **({"slice_size": list(slicing.tile) if slicing.tile else None, "slice_overlap": slicing.overlap,
-                "slice_full_frame": slicing.full_frame, "slice_placement": slicing.placement}
+                "slice_full_frame": slicing.full_frame, "slice_placement": slicing.placement,
+                "slice_min_aspect": view.slice_min_aspect}
                if slicing is not None else {})}
 
 
@@ -92,12 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    detect_fn = build_detect_fn(args.checkpoint, args.backend, args.device, **options)
+    predictor = load_predictor(args.checkpoint, args.backend, args.device, **options)
     tracker = Tracker(max_age=args.max_age, min_hits=args.min_hits) if args.track else None
     try:
-        summary = run_video(args.input, args.output, detect_fn, classes=classes, score_threshold=args.score_threshold,
+        summary = run_video(args.input, args.output, predictor.predict, classes=classes, score_threshold=args.score_threshold,
                             track=args.track, max_frames=args.max_frames, tracker=tracker, fps=args.fps,
-                            progress=not args.no_progress, view=view_record(args, options),
+                            progress=not args.no_progress, view=view_record(args, predictor.view),
                             pipelined=not args.no_pipeline, preset=args.encoder_preset)
     except VideoReadError as err:
         print(f"error: {err}", file=sys.stderr)

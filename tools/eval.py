@@ -26,8 +26,8 @@ Car / Pedestrian / Cyclist with ``--class-map``, e.g. ``vehicle=Car person=Pedes
 Prints the 12-line COCO summary and a per-class table and writes ``metrics.json`` (keys in
 :mod:`detector.evaluation.coco`). ``--plots DIR`` adds precision-recall curves and, when the images are
 known, a gallery of the worst and best images. The work is :func:`detector.evaluation.evaluate.evaluate_on_dataset`;
-with ``--slice`` or ``--letterbox`` (wide frames: :mod:`detector.slicing`) the model runs through the
-Predictor on each image at its own size (:func:`detector.evaluation.evaluate.evaluate_predictor_on_dataset`).
+with ``--slice`` or ``--letterbox`` (wide frames: :mod:`detector.slicing`), or when the model records such
+a view of its own (``--no-slice`` turns that off), the model runs through the Predictor on each image at its own size (:func:`detector.evaluation.evaluate.evaluate_predictor_on_dataset`).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from detector.evaluation.coco import BACKENDS, CocoEvalRun, print_report, run_coco_eval
 from detector.files import atomic_write_text
-from detector.slicing import add_view_arguments, view_options
+from detector.slicing import FrameView, add_view_arguments, view_options
 
 # The model backends of the other tools (detector.inference.BACKENDS; not imported here, to keep
 # ``--detections`` free of torch).
@@ -116,7 +116,7 @@ def _evaluate_coco(args: argparse.Namespace) -> tuple[CocoEvalRun, list[dict], l
     from detector.data.converters import parse_class_map
     from detector.evaluation.evaluate import evaluate_on_dataset
     from detector.inference import BACKENDS as RUNTIMES
-    from detector.inference import is_onnx_file, load_runner
+    from detector.inference import Predictor, is_onnx_file, load_runner
 
     if args.runtime != "torch" and not is_onnx_file(args.checkpoint):
         raise ValueError(f"--backend {args.runtime} runs an exported .onnx file and {args.checkpoint} is not one "
@@ -124,21 +124,19 @@ def _evaluate_coco(args: argparse.Namespace) -> tuple[CocoEvalRun, list[dict], l
     # An .onnx runs on the CPU whatever --device says (ONNX Runtime unless --backend openvino).
     views = view_options(args)
     class_map = parse_class_map(args.class_map) if args.class_map else None
-    if views["slicing"] is not None or views["letterbox"]:
+    runner, label_map = load_runner(args.checkpoint, args.device, score_threshold=args.score_threshold,
+                                    max_detections=args.max_detections,
+                                    runtime=RUNTIMES[args.runtime] or "onnxruntime")
+    # The runner keeps what the flags ask for; the Predictor filters no further.
+    predictor = Predictor(runner, label_map, max_detections=args.max_detections, **views)
+    if predictor.view != FrameView():  # sliced or letterboxed (the flags', or the view the model records)
         from detector.evaluation.evaluate import evaluate_predictor_on_dataset
-        from detector.inference import Predictor
 
-        # The model's own threshold and cap unless given: the Predictor keeps what its runner returns.
-        limits = {k: v for k, v in (("score_threshold", args.score_threshold), ("max_detections", args.max_detections))
-                  if v is not None}
-        predictor = Predictor.load(args.checkpoint, args.runtime, device=args.device, **views, **limits)
+        print(f"view: {predictor.view.describe()}", file=sys.stderr)
         run, results = evaluate_predictor_on_dataset(predictor, args.images, args.annotations,
                                                      batch_size=args.batch_size, backend=args.backend,
                                                      class_map=class_map)
     else:
-        runner, label_map = load_runner(args.checkpoint, args.device, score_threshold=args.score_threshold,
-                                        max_detections=args.max_detections,
-                                        runtime=RUNTIMES[args.runtime] or "onnxruntime")
         run, results = evaluate_on_dataset(runner, label_map, args.images, args.annotations,
                                            batch_size=args.batch_size, num_workers=args.num_workers,
                                            backend=args.backend, class_map=class_map)

@@ -30,7 +30,7 @@ __all__ = [
     "build_transforms",
 ]
 
-PIPELINES: tuple[str, ...] = ("ssd", "ssdlite", "light", "mosaic", "none")
+PIPELINES: tuple[str, ...] = ("ssd", "ssdlite", "sim2real", "light", "mosaic", "none")
 
 
 def _box_iou_np(boxes: np.ndarray, crops: np.ndarray) -> np.ndarray:
@@ -230,6 +230,8 @@ def build_transforms(
     Args:
         pipeline: ``ssd`` (photometric distortion, zoom-out up to 4x on a mean-filled canvas,
             min-IoU crop, flip), ``ssdlite`` (min-IoU crop and flip, torchvision's SSDLite recipe),
+            ``sim2real`` (``ssdlite``'s, then what a real camera does to a rendered frame: colour
+            jitter, motion or Gaussian blur, sensor noise and JPEG compression; for simulator data),
             ``light`` (flip and a small colour jitter, for short fine-tunes), ``mosaic`` (YOLOv4's
             mosaic of four images, then Ultralytics' default scale 0.5-1.5 and translation of 10%,
             flip and a strong colour jitter; the dataset supplies the other three images, see
@@ -265,6 +267,17 @@ def build_transforms(
     elif train and pipeline == "ssdlite":
         before = [MinIoURandomCrop()]
         after = [A.HorizontalFlip(p=0.5)]
+    elif train and pipeline == "sim2real":
+        before = [MinIoURandomCrop()]
+        after = [
+            A.HorizontalFlip(p=0.5),
+            # Camera effects a simulator does not render (domain randomisation, Tobin et al. 2017):
+            # exposure and white balance, lens and motion blur, sensor noise, compression.
+            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.4, hue=0.03, p=0.8),
+            A.OneOf([A.MotionBlur(blur_limit=(3, 7)), A.GaussianBlur(blur_limit=(3, 5))], p=0.3),
+            A.GaussNoise(std_range=(0.01, 0.05), p=0.3),
+            A.ImageCompression(quality_range=(40, 95), p=0.5),
+        ]
     elif train and pipeline == "mosaic":
         before = [
             # A 2x2 grid of cells of the output size, each image letterboxed into its cell; the view is

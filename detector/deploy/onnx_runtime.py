@@ -98,6 +98,11 @@ class ExportedRunner:
         """The input resize the model expects (``detector.constants.RESIZES``)."""
         return str(self.info.config.get("resize", "opencv"))
 
+    @property
+    def view(self) -> dict[str, Any] | None:
+        """How the model wants frames seen (:class:`detector.slicing.FrameView`'s config entry)."""
+        return self.info.config.get("view")
+
 
 class OnnxRunner(ExportedRunner):
     """The ONNX Runtime backend, following :mod:`detector.inference`'s runner contract (``device`` is

@@ -9,6 +9,8 @@ targets are the IoU of each positive's decoded box with its ground truth.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -159,6 +161,7 @@ class MultiBoxLoss(nn.Module):
         anchors: Tensor,
         targets: list[dict[str, Tensor]],
         anchor_levels: Tensor | None = None,
+        unlabelled_classes: Sequence[int] = (),
     ) -> dict[str, Tensor]:
         """Compute the loss.
 
@@ -170,12 +173,22 @@ class MultiBoxLoss(nn.Module):
                 "labels": Int64Tensor[N] in 1..C-1}``; ``N`` may be 0.
             anchor_levels: ``[A]`` pyramid level of each anchor (``SSDLite.anchor_levels``); needed
                 by the ATSS matcher only.
+            unlabelled_classes: labels the targets never carry (a class taught by distillation,
+                :mod:`detector.training.distillation`): their scores get no class loss, where they
+                would otherwise learn "absent everywhere". Sigmoid classifications only.
 
         Returns:
             ``{"loss", "loss_box", "loss_cls", "num_positives"}``.
         """
         cls_logits = cls_logits.float()
         bbox_regression = bbox_regression.float()
+        # The foreground score columns the class loss covers (background, column 0, has none).
+        labelled = torch.ones(cls_logits.shape[-1] - 1, dtype=torch.bool, device=cls_logits.device)
+        if len(unlabelled_classes):
+            if self.classification == "softmax":
+                raise ValueError("unlabelled_classes needs sigmoid scores (classification 'focal', ...): "
+                                 "softmax ties every class to background")
+            labelled[torch.as_tensor(list(unlabelled_classes), device=cls_logits.device) - 1] = False
         with torch.no_grad():
             gt_labels, gt_boxes = self.match(targets, anchors, anchor_levels)
         positive = gt_labels > 0
@@ -212,7 +225,8 @@ class MultiBoxLoss(nn.Module):
         elif self.classification == "focal":
             one_hot = F.one_hot(gt_labels, cls_logits.shape[-1])[..., 1:].to(cls_logits)
             loss_cls = sigmoid_focal_loss(
-                cls_logits[..., 1:], one_hot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+                cls_logits[..., 1:][..., labelled], one_hot[..., labelled],
+                alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
             )
         else:
             # Soft targets: the positive's class gets the IoU its decoded box reaches (no gradient into
@@ -220,11 +234,12 @@ class MultiBoxLoss(nn.Module):
             one_hot = F.one_hot(gt_labels, cls_logits.shape[-1])[..., 1:].to(cls_logits)
             quality = torch.zeros_like(gt_labels, dtype=cls_logits.dtype)
             quality[positive] = aligned_box_iou(decoded.detach(), positive_gt).clamp(0.0, 1.0)
-            soft_targets = one_hot * quality[..., None]
+            soft_targets = (one_hot * quality[..., None])[..., labelled]
+            scores = cls_logits[..., 1:][..., labelled]
             if self.classification == "varifocal":
-                loss_cls = varifocal_loss(cls_logits[..., 1:], soft_targets, self.varifocal_alpha, self.varifocal_gamma)
+                loss_cls = varifocal_loss(scores, soft_targets, self.varifocal_alpha, self.varifocal_gamma)
             else:
-                loss_cls = quality_focal_loss(cls_logits[..., 1:], soft_targets, self.quality_focal_beta)
+                loss_cls = quality_focal_loss(scores, soft_targets, self.quality_focal_beta)
 
         loss_box = self.box_weight * loss_box / normaliser
         loss_cls = loss_cls / normaliser

@@ -120,6 +120,9 @@ DEFAULTS: dict[str, Any] = {
     "clip_before_nms": True,  # False: NMS on the unclipped boxes, clipped after (TF's Object Detection API)
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
+    # How the model wants a frame of a given shape seen (detector.slicing.FrameView.to_config: slicing
+    # of wide frames, letterbox); None: whole frames, stretched. Inference only: the network ignores it.
+    "view": None,
 }
 
 # SSD's box coding weights (wx, wy, ww, wh): fixed by the recipe, not an option.

@@ -29,7 +29,7 @@ class DetectionDataModule(LoaderDataModule):
         batch_size: images per process (per GPU under DDP).
         num_workers: loader processes per process.
         image_size: the network input, in pixels: a side, or ``[height, width]``.
-        augment: training pipeline, ``ssd`` | ``ssdlite`` | ``light`` | ``mosaic`` | ``none``
+        augment: training pipeline, ``ssd`` | ``ssdlite`` | ``sim2real`` | ``light`` | ``mosaic`` | ``none``
             (:func:`detector.data.transforms.build_transforms`).
         close_mosaic: with ``augment: mosaic``, train the last this many epochs without the mosaic
             (Ultralytics' ``close_mosaic``; :class:`detector.training.mosaic.CloseMosaic` switches it).

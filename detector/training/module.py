@@ -13,7 +13,9 @@ from detector.evaluation.coco import CocoEvaluator
 from detector.evaluation.evaluate import evaluation_notes, evaluation_step
 from detector.labels import LabelMap, match_categories
 from detector.modeling.ssdlite import SSDLite, build_model
+from detector.slicing import FrameView
 from detector.training.base import TrainingModule
+from detector.training.distillation import ClassDistillation, extend_label_map
 from detector.training.weights_choice import FinalWeightsComparison, WeightsChoice
 
 # The evaluator's keys -> the names logged as ``val/<name>``.
@@ -113,6 +115,22 @@ class DetectorModule(TrainingModule):
         box_loss: ``smooth_l1`` (on encoded offsets, SSD's), ``giou`` or ``ciou`` (on decoded boxes,
             torchvision's IoU losses) or ``smooth_l1+giou``.
         box_loss_weight: weight of the IoU box term (unset: 2.0, as mmdetection's ATSS and GFL).
+
+    Keeping classes the data does not label (issue #38; :mod:`detector.training.distillation`):
+
+        teacher_checkpoint: a frozen detector with sigmoid scores and this model's anchors (e.g.
+            ``zoo:ssdlite_mobilenet_v2_voc_person`` with the TF layout) whose classes are appended to the
+            label map; their head rows start as the teacher's, get no label loss, and follow the
+            teacher's scores (and its boxes where it is sure) on every training batch. Give the same
+            file as ``init_checkpoint`` so the student starts as the teacher.
+        distill_weight: weight of the distillation terms against the label loss.
+        freeze_batchnorm: keep every BatchNorm layer's running statistics as loaded (eval-mode
+            normalisation while training; the affine still learns): the pretrained (real-image)
+            statistics survive training on another domain.
+
+    view: how the trained model wants frames seen at inference, recorded in its checkpoints and exports
+        (:class:`detector.slicing.FrameView`: ``{"slicing": {"overlap": 0.2, ...}, "slice_min_aspect":
+        2.5, "letterbox": false}``); the Predictor and the tools use it unless told otherwise.
     """
 
     def __init__(
@@ -146,12 +164,19 @@ class DetectorModule(TrainingModule):
         atss_topk: int | None = None,
         box_loss: str = "smooth_l1",
         box_loss_weight: float | None = None,
+        teacher_checkpoint: str | None = None,
+        distill_weight: float = 1.0,
+        freeze_batchnorm: bool = False,
+        view: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if label_map is None:
             raise ValueError("label_map is linked from --data.train_annotations; it cannot be missing")
         self.label_map = LabelMap.from_dict(label_map)
+        if teacher_checkpoint:
+            teacher_names = read_checkpoint(teacher_checkpoint)["detector"]["label_map"]["names"]
+            self.label_map = extend_label_map(self.label_map, teacher_names)
         self.model: SSDLite = build_model(
             preset,
             num_classes=self.label_map.num_classes,
@@ -172,6 +197,7 @@ class DetectorModule(TrainingModule):
             box_loss=box_loss,
             box_loss_weight=box_loss_weight,
             resize="opencv",  # the training pipeline resizes with OpenCV, so inference must too
+            view=FrameView.from_config(view).to_config() if view else None,
         )
         if init_checkpoint:
             loaded, skipped = load_matching_weights(self.model, init_checkpoint)
@@ -179,6 +205,12 @@ class DetectorModule(TrainingModule):
                 f"init_checkpoint {init_checkpoint}: loaded {len(loaded)} tensors, "
                 f"re-initialised {len(skipped)}: {', '.join(skipped) if skipped else 'none'}"
             )
+        self.distillation: ClassDistillation | None = None
+        if teacher_checkpoint:
+            self.distillation = ClassDistillation(teacher_checkpoint, self.model, self.label_map)
+            self.distillation.init_student_head(self.model)
+            rank_zero_info(f"teacher_checkpoint {teacher_checkpoint}: classes {list(self.distillation.names)} "
+                           "kept by distillation (their head rows copied from it)")
         self.init_ema(ema_decay, ema_warmup_steps)
         # "ema" / "model" -> its evaluator: the copies validated (both with an EMA and compare_ema).
         self.evaluators: dict[str, CocoEvaluator] = {}
@@ -188,6 +220,27 @@ class DetectorModule(TrainingModule):
     def setup(self, stage: str) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def train(self, mode: bool = True) -> DetectorModule:
+        super().train(mode)
+        if mode:
+            self._freeze_batchnorm()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning never calls train() during fit (modules start in training mode), so freeze here.
+        self._freeze_batchnorm()
+
+    def _freeze_batchnorm(self) -> None:
+        """With ``freeze_batchnorm``: every BatchNorm layer normalises with (and keeps) its running statistics."""
+        if self.hparams.get("freeze_batchnorm", False):
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    @property
+    def unlabelled_classes(self) -> list[int]:
+        return self.distillation.unlabelled_classes if self.distillation is not None else []
 
     def _layout(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
@@ -201,7 +254,16 @@ class DetectorModule(TrainingModule):
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> Tensor:
         images, targets = batch
-        losses = self.model.compute_loss(self._layout(images), targets)
+        images = self._layout(images)
+        cls_logits, bbox_regression = self.model(images)
+        model = self.model
+        losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets,
+                                 anchor_levels=model.anchor_levels, unlabelled_classes=self.unlabelled_classes)
+        if self.distillation is not None:
+            distilled = self.distillation.loss(images, cls_logits, bbox_regression)
+            losses.update(distilled)
+            losses["loss"] = losses["loss"] + self.hparams.distill_weight * (
+                distilled["loss_distill_cls"] + distilled["loss_distill_box"])
         loss = losses["loss"]
         names = [t.get("file_name", t.get("image_id")) for t in targets]
         self.stop_on_non_finite(loss, f" on images {names}", "Lower the learning rate or check these images' boxes.")
@@ -210,6 +272,9 @@ class DetectorModule(TrainingModule):
         self.log("train/loss_box", losses["loss_box"], batch_size=batch_size)
         self.log("train/loss_cls", losses["loss_cls"], batch_size=batch_size)
         self.log("train/num_positives", losses["num_positives"].float(), batch_size=batch_size)
+        for key in ("loss_distill_cls", "loss_distill_box"):
+            if key in losses:
+                self.log(f"train/{key}", losses[key], batch_size=batch_size)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
         return loss
 
@@ -249,7 +314,7 @@ class DetectorModule(TrainingModule):
             cls_logits, bbox_regression = model(self._layout(images))
             if index == 0:  # the loss of the copy validated first (the EMA when there is one), as before
                 losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets,
-                                         anchor_levels=model.anchor_levels)
+                                         anchor_levels=model.anchor_levels, unlabelled_classes=self.unlabelled_classes)
                 self.log("val/loss", losses["loss"], sync_dist=True, batch_size=images.shape[0])
             # The step tools/eval.py runs too, on the outputs the loss already computed.
             evaluation_step(self.evaluators[key],

@@ -24,7 +24,7 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"  # models trained by this 
 CARLA_SHA256 = "4f0ed8f266e73fa571a31fd7de34262be8dce43593ea929c12f92fafb08090fc"
 CARLA_TEST_AP = 0.2221389818726723  # pycocotools mAP@[.5:.95] on CARLA test (detector/zoo/weights/README.md)
 # The driving model of make demo (issue #31): TF's SSDLite fine-tuned from zoo:ssdlite_mobilenet_v2_voc_person on CARLA.
-DRIVING_SHA256 = "31b19335a5b36abe354099a058ac72ddecaf8c3dfec0337cc0c268bede894c06"
+DRIVING_SHA256 = "f4c79294cd318b2088d786b5e98dd8c0187223be2114f9d8625b336d086fd625"
 DRIVING_TEST_AP = 0.2717798259907587
 
 

@@ -317,6 +317,18 @@ def test_every_anchor_option_reaches_the_onnx_runner(tmp_path):
     assert torch.equal(runner.anchors, model.anchors)
 
 
+def test_the_models_view_of_wide_frames_travels_in_the_export(tmp_path):
+    """A recorded view (issue #38: slice frames at least 2.5:1) reaches the Predictor of the .onnx."""
+    from detector.inference import Predictor
+    from detector.slicing import FrameView, Slicing
+
+    view = FrameView(slicing=Slicing(overlap=0.25), slice_min_aspect=2.5)
+    model = random_model(width_mult=0.35, view=view.to_config())
+    result = export_onnx(model, LabelMap((1, 2), ("a", "b")), tmp_path / "v.onnx", verify=False)
+    assert Predictor.from_onnx(result.path).view == view
+    assert Predictor.from_onnx(result.path, slicing=None).view == FrameView()
+
+
 def test_stride8_level_exports_and_its_anchors_reach_the_runner(tmp_path):
     """A seven-level model exports; the runner rebuilds its 7-level anchors from the metadata alone."""
     model = random_model(width_mult=0.35, stride8_level=True)

@@ -264,7 +264,12 @@ def test_demo_video_cli_with_a_stub_predictor(tmp_path: Path, monkeypatch: pytes
     spec = importlib.util.spec_from_file_location("demo_video_cli", script)
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    monkeypatch.setattr(cli, "build_detect_fn", lambda checkpoint, backend, device, **options: fixed_box_detector)
+    from types import SimpleNamespace
+
+    from detector.slicing import FrameView
+
+    monkeypatch.setattr(cli, "load_predictor", lambda checkpoint, backend, device, **options: SimpleNamespace(
+        predict=fixed_box_detector, view=FrameView().override(**options)))
     src = tmp_path / "in.mp4"
     write_video(src, synthetic_frames(6), fps=8)
     out = tmp_path / "OUT.mp4"
