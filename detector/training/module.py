@@ -1,6 +1,7 @@
 """The LightningModule that trains an :class:`detector.modeling.ssdlite.SSDLite`."""
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import torch
@@ -43,6 +44,20 @@ def check_same_network(config: dict[str, Any], checkpoint_config: dict[str, Any]
             f"--model.init_checkpoint {path} is a {theirs!r} network and --model.preset {config.get('preset')!r} "
             f"computes otherwise ({details}); give --model.preset {theirs}"
         )
+
+
+def freeze_parameters(model: nn.Module, patterns: list[str]) -> int:
+    """Stop training the parameters of ``model`` whose names match any of ``patterns`` (``fnmatch``);
+    returns how many. ``ValueError`` for a pattern that matches none (a typo would freeze nothing)."""
+    names = dict(model.named_parameters())
+    unmatched = [p for p in patterns if not fnmatch.filter(names, p)]
+    if unmatched:
+        raise ValueError(f"freeze: {unmatched} match no parameter of the model (names look like "
+                         f"{', '.join(list(names)[:3])}, ...)")
+    frozen = [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    for name in frozen:
+        names[name].requires_grad_(False)
+    return len(frozen)
 
 
 def load_matching_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
@@ -127,6 +142,10 @@ class DetectorModule(TrainingModule):
         freeze_batchnorm: keep every BatchNorm layer's running statistics as loaded (eval-mode
             normalisation while training; the affine still learns): the pretrained (real-image)
             statistics survive training on another domain.
+        freeze: parameters not trained, as ``fnmatch`` patterns of their names in the model (e.g.
+            ``["backbone.*", "neck.*", "head.box_heads.*", "head.cls_heads.*.0.*"]``: only the class
+            convs learn, over the teacher's features; with a teacher, its classes then keep its
+            outputs exactly). A pattern that matches nothing is an error.
 
     view: how the trained model wants frames seen at inference, recorded in its checkpoints and exports
         (:class:`detector.slicing.FrameView`: ``{"slicing": {"overlap": 0.2, ...}, "slice_min_aspect":
@@ -168,6 +187,7 @@ class DetectorModule(TrainingModule):
         distill_weight: float = 1.0,
         freeze_batchnorm: bool = False,
         view: dict[str, Any] | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -205,6 +225,9 @@ class DetectorModule(TrainingModule):
                 f"init_checkpoint {init_checkpoint}: loaded {len(loaded)} tensors, "
                 f"re-initialised {len(skipped)}: {', '.join(skipped) if skipped else 'none'}"
             )
+        if freeze:
+            frozen = freeze_parameters(self.model, freeze)
+            rank_zero_info(f"freeze: {frozen} parameter tensors not trained ({', '.join(freeze)})")
         self.distillation: ClassDistillation | None = None
         if teacher_checkpoint:
             self.distillation = ClassDistillation(teacher_checkpoint, self.model, self.label_map)
@@ -255,11 +278,13 @@ class DetectorModule(TrainingModule):
     def training_step(self, batch: tuple[Tensor, list[dict[str, Any]]], batch_idx: int) -> Tensor:
         images, targets = batch
         images = self._layout(images)
-        cls_logits, bbox_regression = self.model(images)
-        model = self.model
-        losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets,
-                                 anchor_levels=model.anchor_levels, unlabelled_classes=self.unlabelled_classes)
-        if self.distillation is not None:
+        if self.distillation is None:
+            losses = self.model.compute_loss(images, targets)
+        else:
+            model = self.model
+            cls_logits, bbox_regression = model(images)
+            losses = model.criterion(cls_logits, bbox_regression, model.anchors, targets,
+                                     anchor_levels=model.anchor_levels, unlabelled_classes=self.unlabelled_classes)
             distilled = self.distillation.loss(images, cls_logits, bbox_regression)
             losses.update(distilled)
             losses["loss"] = losses["loss"] + self.hparams.distill_weight * (

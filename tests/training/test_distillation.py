@@ -105,3 +105,17 @@ def test_a_fit_keeps_the_class_and_the_batchnorm_statistics(tiny_coco: Path, tmp
     assert stats and all(torch.equal(before[k], after[k]) for k in stats)  # frozen: as loaded
     weights = [k for k in before if k.startswith("model.backbone.") and k.endswith(".weight")]
     assert any(not torch.equal(before[k], after[k]) for k in weights)  # while the weights trained
+
+
+def test_freeze_stops_the_named_parameters_and_refuses_a_pattern_that_matches_none() -> None:
+    from detector.training.module import freeze_parameters
+
+    model = build_model("ssdlite_mobilenetv2", num_classes=3, width_mult=0.35, image_size=SIZE)
+    patterns = ["backbone.*", "neck.*", "head.box_heads.*", "head.cls_heads.*.0.*"]
+    count = freeze_parameters(model, patterns)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    # Only the class convs (the last 1x1 of each level's class head) still learn.
+    assert trainable == [f"head.cls_heads.{i}.1.{k}" for i in range(6) for k in ("weight", "bias")]
+    assert count == len(list(model.parameters())) - len(trainable)
+    with pytest.raises(ValueError, match="match no parameter"):
+        freeze_parameters(model, ["backbone.*", "bakbone.*"])
