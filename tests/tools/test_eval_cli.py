@@ -207,6 +207,24 @@ def test_slice_and_letterbox_run_through_the_predictor(tmp_path):
     assert tiles != plain and np.bincount([d["image_id"] for d in tiles]).max() <= 100  # merged, capped per image
 
 
+def test_the_models_recorded_view_is_the_default_and_no_slice_turns_it_off(tmp_path, capsys):
+    """A model that records "slice frames at least 1:1 into 60x80 tiles" (issue #38) is scored sliced with no
+    flag, exactly as --slice-size 60x80 scores the same weights; --no-slice scores them whole."""
+    from detector.slicing import FrameView, Slicing
+
+    view = FrameView(slicing=Slicing(tile=(60, 80)), slice_min_aspect=1.0).to_config()
+    images = write_images_and_model(tmp_path, 3, seed=1, width_mult=0.35, image_size=(96, 128), view=view)
+    tool = load_tool()
+    common = ["--checkpoint", str(tmp_path / "model.pt"), "--images", str(images), "--annotations",
+              str(tmp_path / "gt.json"), "--num-workers", "0", "--device", "cpu", "--score-threshold", "0.3"]
+    detections = {}
+    for name, extra in (("default", []), ("explicit", ["--slice-size", "60x80"]), ("whole", ["--no-slice"])):
+        assert tool.main([*common, *extra, "--output", str(tmp_path / name / "metrics.json")]) == 0
+        detections[name] = json.loads((tmp_path / name / "detections.json").read_text())
+    assert "view: sliced (60x80 tiles" in capsys.readouterr().err
+    assert detections["default"] == detections["explicit"] and detections["whole"] != detections["default"]
+
+
 def test_class_map_scores_merged_classes_on_a_file_of_other_names(tmp_path, capsys):
     """Issue #34: a model of cars and boats scored on a file that calls both "vehicle": --class-map merges
     them; without it nothing is shared and the tool says so in one line."""
