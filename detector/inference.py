@@ -271,7 +271,6 @@ class Predictor:
     ) -> None:
         self.runner = runner
         self.view = FrameView.from_config(getattr(runner, "view", None)).override(slicing, letterbox)
-        self.letterbox = self.view.letterbox
         self.label_map = label_map
         self.device = torch.device(runner.device)
         self._preprocess = ImagePreprocessor(runner.image_size, runner.mean, runner.std, self.device,
@@ -386,6 +385,10 @@ class Predictor:
     def slicing(self) -> Slicing | None:
         """The slicing of the model's view (applied to images at least ``view.slice_min_aspect`` wide)."""
         return self.view.slicing
+
+    @property
+    def letterbox(self) -> bool:
+        return self.view.letterbox
 
     def _run_views(self, views: Sequence[np.ndarray]) -> list[Mapping[str, Any]]:
         """The runner on whole views (images or tiles), boxes in each view's pixels."""
